@@ -1,0 +1,1 @@
+"""Judge implementations; each kind is loaded lazily through judge.registry."""
