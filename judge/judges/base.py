@@ -103,6 +103,7 @@ class BaseJudge:
     kind: ClassVar[str] = ""
     Options: ClassVar[type] = NoOptions
     description: ClassVar[str] = ""
+    version: ClassVar[str] = "1"  # bump when a change to the judge's logic changes its scores
     batch_size: int = 256
 
     def __init__(self, spec: JudgeSpec) -> None:
@@ -115,6 +116,7 @@ class BaseJudge:
         """Stable identity for the score store: same fingerprint, same scores."""
         ident = {
             "kind": self.kind,
+            "version": self.version,
             "target": self.spec.target,
             "url": self.spec.url,
             "options": dataclasses.asdict(self.options),

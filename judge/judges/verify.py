@@ -91,6 +91,8 @@ _THOUSANDS = re.compile(r"^-?\d{1,3}(?:,\d{3})+(?:\.\d+)?$")
 def normalize(answer: str) -> str:
     """Canonical text form of an answer; numbers are compared separately as values."""
     s = answer.strip()
+    if "\\boxed" in s or "\\fbox" in s:
+        s = find_boxed(s) or s
     s = s.replace("\\!", "").replace("\\,", "").replace("\\;", "").replace("\\:", "").replace("\\ ", " ")
     s = re.sub(r"\\(?:d|t)frac", r"\\frac", s)
     s = s.replace("\\left", "").replace("\\right", "")
