@@ -22,6 +22,7 @@ KINDS: dict[str, str] = {
     "openai-rm": "judge.judges.endpoint:NemotronJudge",
     "openrlhf": "judge.judges.endpoint:OpenRLHFJudge",
     "rubric": "judge.judges.rubric:RubricJudge",
+    "python": "judge.judges.python:PythonJudge",
 }
 
 
@@ -119,4 +120,5 @@ _DESCRIPTIONS = {
     "openai-rm": "alias of nemotron: any reward model served via /chat/completions",
     "openrlhf": "OpenRLHF remote reward server (POST /get_reward): openrlhf:NAME@URL",
     "rubric": "LLM judge with a rubric: rubric:rubrics/FILE.yaml,model=M@URL",
+    "python": "your own judge class or reward function: python:my_judges.py:MyJudge",
 }

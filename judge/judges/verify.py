@@ -144,7 +144,10 @@ def answers_match(answer: str, reference: str, exact: bool = False) -> bool:
     if na is not None and nr is not None:
         if na == nr:
             return True
-        return abs(float(na) - float(nr)) <= 1e-6 * max(1.0, abs(float(nr)))
+        # A decimal with 3+ places may be a rounding of the reference (0.333 for 1/3):
+        # accept it when it is within half a unit of its last place, never otherwise.
+        places = len(a.split(".", 1)[1]) if "." in a and a.replace("-", "").replace(".", "").isdigit() else 0
+        return places >= 3 and abs(na - nr) <= Fraction(1, 2 * 10**places)
     parts_a, parts_r = _split_top(a), _split_top(r)
     if len(parts_r) > 1 and len(parts_a) == len(parts_r):
         return all(answers_match(x, y) for x, y in zip(parts_a, parts_r))
