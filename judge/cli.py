@@ -26,6 +26,11 @@ class JudgeGroup(click.Group):
                 raise
             click.echo(f"judge: error: {err}", err=True)
             sys.exit(err.exit_code)
+        except OSError as err:  # a missing folder, a full disk, no permission: the user can act on it
+            if ctx.params.get("debug"):
+                raise
+            click.echo(f"judge: error: {err}", err=True)
+            sys.exit(1)
         except KeyboardInterrupt:
             click.echo("judge: interrupted; rerun the same command to resume where it stopped", err=True)
             sys.exit(130)

@@ -228,6 +228,7 @@ def score_file(
     check_judge_names(judges)
     if config.on_bad_input not in {"error", "skip"}:
         raise JudgeError(f"--on-bad-input must be 'error' or 'skip', not {config.on_bad_input!r}")
+    Path(config.output).parent.mkdir(parents=True, exist_ok=True)
     done = _prepare_resume(config, judges)
     summary = RunSummary(resumed_from=done, tallies={j.name: JudgeTally(j.name) for j in judges})
     io.write_json(

@@ -57,6 +57,13 @@ def test_score_example_writes_scored_records_in_input_order(tmp_path):
     assert "verify" in result.output and "mean score" in result.output
 
 
+def test_output_folder_is_created(tmp_path):
+    out = tmp_path / "new" / "folder" / "scored.jsonl"
+    r = run_cli("score", str(EXAMPLE), "-o", str(out), "--judge", "verify:gsm8k", "-q")
+    assert r.returncode == 0, r.stderr
+    assert len(lines(out)) == 20
+
+
 def test_store_makes_reruns_free_and_is_shared(tmp_path):
     inp = make_input(tmp_path / "c.jsonl", 30)
     log = tmp_path / "calls.log"
