@@ -78,8 +78,11 @@ def _count_records(path: str) -> int | None:
 @click.option("--overwrite", is_flag=True, help="Start afresh instead of resuming an existing OUT.")
 @click.option("--strict", is_flag=True, help="Exit 1 when any candidate failed to score.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or summary table.")
+@click.option("--max-requests", type=int, default=None, help="HTTP judges: refuse to start past N requests; stop (resumable) at N.")
+@click.option("--dry-run", is_flag=True, help="Print how many requests and tokens HTTP judges would send, and exit.")
 def score(input_path: str, output: str, judge_specs: tuple[str, ...], store: str | None, on_bad_input: str,
-          chunk_items: int, overwrite: bool, strict: bool, quiet: bool) -> None:
+          chunk_items: int, overwrite: bool, strict: bool, quiet: bool, max_requests: int | None = None,
+          dry_run: bool = False) -> None:
     """Score every candidate in IN with one or more judges.
 
     \b
@@ -94,6 +97,8 @@ def score(input_path: str, output: str, judge_specs: tuple[str, ...], store: str
                          on_bad_input=on_bad_input, chunk_items=chunk_items, overwrite=overwrite)
     judges = [load_judge(s) for s in judge_specs]
     try:
+        if (dry_run or max_requests is not None) and _request_plan(config, judges, max_requests, dry_run):
+            return
         summary = _run_with_progress(config, judges, quiet)
     finally:
         for j in judges:
@@ -172,6 +177,63 @@ def list_judges() -> None:
 # --------------------------------------------------------------------------- agree / data (agreement issue)
 
 # --------------------------------------------------------------------------- serve (endpoint issue)
+@main.command()
+@click.option("--judge", "judge_spec", required=True, metavar="KIND:TARGET[,k=v]", help="The judge to host, e.g. rm:./my-rm.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface (0.0.0.0 exposes it to the network).")
+@click.option("--port", type=int, default=8000, show_default=True, help="Port; 0 picks a free one (printed).")
+@click.option("--api-key-env", default=None, metavar="VAR", help="Require 'Authorization: Bearer $VAR' (401 otherwise).")
+@click.option("--max-batch-items", type=int, default=64, show_default=True, help="Items per forward pass; 1 turns batching off.")
+@click.option("--batch-wait-ms", type=float, default=5.0, show_default=True, help="How long a request waits to share a batch.")
+@click.option("--max-body-bytes", type=int, default=2_000_000, show_default=True, help="Larger bodies get 413.")
+def serve(judge_spec: str, host: str, port: int, api_key_env: str | None, max_batch_items: int,
+          batch_wait_ms: float, max_body_bytes: int) -> None:
+    """Serve a judge over HTTP: OpenAI-compatible /v1/chat/completions (Nemotron reward shapes),
+    OpenRLHF /get_reward, /v1/models and /health, with dynamic batching.
+
+    \b
+    Example:
+      judge serve --judge rm:./my-rm --port 8000 &
+      judge score cands.jsonl -o scored.jsonl --judge nemotron:my-rm@http://127.0.0.1:8000/v1
+    """
+    from judge.registry import load_judge
+    from judge.serve import ServeConfig, bind, create_app, serve_forever
+
+    config = ServeConfig(judge=judge_spec, host=host, port=port, api_key_env=api_key_env,
+                         max_batch_items=max_batch_items, batch_wait_ms=batch_wait_ms, max_body_bytes=max_body_bytes)
+    judge = load_judge(judge_spec)
+    try:
+        app = create_app(judge, config)
+        sock = bind(host, port)
+        auth = f", key from ${api_key_env}" if api_key_env else ""
+        click.echo(f"judge serve: {judge.name} on http://{host}:{sock.getsockname()[1]}{auth} (Ctrl-C stops)", err=True)
+        serve_forever(app, sock)
+    finally:
+        getattr(judge, "close", lambda: None)()
+
+
+def _request_plan(config: Any, judges: list[Any], max_requests: int | None, dry_run: bool) -> bool:
+    """Print what HTTP judges would send (--dry-run / --max-requests); True means stop here."""
+    from judge.errors import BudgetError
+    from judge.judges.endpoint import estimate_run
+
+    plan = estimate_run(config.input, judges, config.store_path())
+    total = sum(p.requests for p in plan)
+    for p in plan:
+        click.echo(f"{p.judge}: {p.requests:,} requests, ~{p.tokens:,} prompt tokens for {p.items:,} items "
+                   f"not in the store -> {p.url}", err=True)
+    if not plan:
+        click.echo("no HTTP judges: nothing would be sent", err=True)
+    if dry_run:
+        return True
+    if max_requests is not None and total > max_requests:
+        raise BudgetError(f"this run would send {total:,} requests, more than --max-requests {max_requests:,}; "
+                          "raise it, or score part of the input")
+    for j in judges:
+        if hasattr(j, "max_requests"):
+            j.max_requests = max_requests
+    return False
+
+
 
 # --------------------------------------------------------------------------- sft (training issue)
 

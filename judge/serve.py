@@ -360,10 +360,9 @@ def _server(app: Any) -> Any:
                                          timeout_graceful_shutdown=2))
 
 
-def serve_forever(judge: Any, config: ServeConfig, sock: socket.socket) -> None:
-    """Run until interrupted (the CLI's `judge serve`)."""
-    server = _server(create_app(judge, config))
-    server.run(sockets=[sock])
+def serve_forever(app: Any, sock: socket.socket) -> None:
+    """Run an app from create_app until interrupted (the CLI's `judge serve`)."""
+    _server(app).run(sockets=[sock])
 
 
 @contextlib.contextmanager
