@@ -114,20 +114,23 @@ def score_groups(
     keys = [item.key for item in items]
     per_judge: dict[str, list[Score]] = {}
     for judge in judges:
-        known = store.get_many(judge.fingerprint, keys) if store is not None else {}
+        # A judge whose score depends on more than prompt+response+reference (`field` reads meta)
+        # keys its own items, else the store and the dedup below would hand it another item's score.
+        jkeys = [judge.item_key(it) for it in items] if hasattr(judge, "item_key") else keys
+        known = store.get_many(judge.fingerprint, jkeys) if store is not None else {}
         todo: dict[str, int] = {}
-        for i, key in enumerate(keys):
+        for i, key in enumerate(jkeys):
             if key not in known and key not in todo:
                 todo[key] = i
         fresh = _run_judge(judge, [items[i] for i in todo.values()])
         if store is not None:
             store.put_many(judge.fingerprint, zip(todo.keys(), fresh))
         results = {**known, **dict(zip(todo.keys(), fresh))}
-        scores = [results[k] for k in keys]
+        scores = [results[k] for k in jkeys]
         per_judge[judge.name] = scores
         if tallies is not None:
             tally = tallies.setdefault(judge.name, JudgeTally(judge.name))
-            tally.cached += sum(1 for k in keys if k in known)
+            tally.cached += sum(1 for k in jkeys if k in known)
             for s in scores:
                 tally.add(s)
     records, pos = [], 0
