@@ -327,6 +327,51 @@ class AgreeConfig:
     """A step (or solution) score below this is judged an error."""
 
 
+@dataclass
+class AgreeRunConfig:
+    """Configuration of one `judge agree` run (written beside the JSON as OUT.config.json)."""
+
+    scored: str
+    """Scored (or ranked) JSONL with `human` labels and `scores`."""
+    judges: list[str] | None = None
+    """Judges to report (default: every judge in the file)."""
+    by: str | None = None
+    """Record field for per-slice tables, e.g. meta.source."""
+    methods: list[str] = field(default_factory=list)
+    """Combined rankings (judge rank --method) reported as extra rows named ensemble:METHOD."""
+    weights: str | None = None
+    """Weights for --method, as judge rank takes them: rm=2,verify=1."""
+    fit_weights: bool = False
+    """Learn judge weights from the labels (cross-validated logistic regression)."""
+    stats: AgreeConfig = field(default_factory=AgreeConfig)
+    """Tie rule, bootstrap resamples, seed, step options."""
+
+
+def add_ensemble(groups: Sequence[Labelled], judges: Sequence[str], method: str,
+                 weights: dict[str, float] | None = None) -> str:
+    """Add the combined score of `judge rank --method` (judge.combine) to every group as one
+    more judge, named ensemble:METHOD, so it gets every metric a judge gets."""
+    from judge.combine import CombineConfig, combine
+
+    name = f"ensemble:{method}"
+    cfg = CombineConfig(method=method, weights=dict(weights or {}), judges=list(judges))
+    if not groups:
+        return name
+    width = max(len(g.texts) for g in groups)
+    scores = np.full((len(groups), width, len(judges)), np.nan)
+    valid = np.zeros((len(groups), width), dtype=bool)
+    for p, g in enumerate(groups):
+        valid[p, : len(g.texts)] = True
+        for j, judge in enumerate(judges):
+            for c, v in enumerate(g.scores.get(judge) or []):
+                if v is not None:
+                    scores[p, c, j] = v
+    result = combine(scores, valid, list(judges), cfg)
+    for p, g in enumerate(groups):
+        g.scores[name] = [None if np.isnan(v) else float(v) for v in result.combined[p, : len(g.texts)]]
+    return name
+
+
 def pairwise_counts(groups: Sequence[Labelled], judge: str) -> dict[str, Any]:
     """Per-prompt count rows for accuracy (3 tie rules), 3x3 kappa table and best-of-N."""
     acc = {t: [] for t in TIE_RULES}
@@ -716,9 +761,10 @@ def fit_weights(groups: Sequence[Labelled], judges: Sequence[str], folds: int = 
     w = fit_logistic(x, y)
     scale = np.abs(w).max() or 1.0
     weights = {name: float(f"{v / scale:.4g}") for name, v in zip(judges, w)}
+    # judge rank takes weights >= 0: a judge that works against the labels is left out (0).
     return {
         "weights": weights,
-        "spec": ",".join(f"{name}={v:g}" for name, v in weights.items()),
+        "spec": ",".join(f"{name}={max(v, 0.0):g}" for name, v in weights.items()),
         "method": "zscore",
         "heldout_accuracy": correct / len(y) if per_fold else None,
         "fold_accuracy": per_fold,
@@ -773,8 +819,9 @@ def agree(
             }
             for key, sub in sorted(slices.items())
         }
-    if fit and names:
-        report["fit"] = fit_weights(groups, names, seed=cfg.seed)
+    base = [n for n in names if not n.startswith("ensemble:")]  # weights are for judges, not their combinations
+    if fit and base:
+        report["fit"] = fit_weights(groups, base, seed=cfg.seed)
     return report
 
 

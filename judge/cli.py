@@ -175,6 +175,143 @@ def list_judges() -> None:
 # --------------------------------------------------------------------------- rank / best-of-n (combine issue)
 
 # --------------------------------------------------------------------------- agree / data (agreement issue)
+@main.command("agree")
+@click.argument("scored", type=click.Path(dir_okay=False))
+@click.option("--judge", "judge_names", multiple=True, metavar="NAME", help="Judge to report (repeat; default all).")
+@click.option("--by", metavar="FIELD", help="Per-slice tables by this record field, e.g. meta.source.")
+@click.option("--ties", type=click.Choice(["drop", "half", "count"]), default="drop", show_default=True, help="Tie rule of the headline accuracy (all three go to the JSON).")
+@click.option("--bootstrap", type=int, default=2000, show_default=True, help="Bootstrap resamples of prompts for 95% CIs (0: none).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the bootstrap and CV folds.")
+@click.option("--method", "methods", multiple=True, metavar="M", help="Also report a combined ranking (as judge rank --method M).")
+@click.option("--weights", metavar="NAME=W,...", help="Weights for --method.")
+@click.option("--fit-weights", is_flag=True, help="Fit judge weights on the labels (CV'd logistic regression).")
+@click.option("--weights-out", type=click.Path(dir_okay=False), help="Write fitted weights here (judge rank --weights form).")
+@click.option("--neutral", type=click.Choice(["positive", "negative", "drop"]), default="positive", show_default=True, help="Step label 0 counts as...")
+@click.option("--step-threshold", type=float, default=0.5, show_default=True, help="Step/solution score below this = error.")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Write every number as JSON.")
+@click.option("--plot", type=click.Path(dir_okay=False), help="Write a PNG: accuracy with CIs per judge and slice, length bias.")
+@click.option("--quiet", "-q", is_flag=True, help="No tables on stderr.")
+def agree_cmd(scored: str, judge_names: tuple[str, ...], by: str | None, ties: str, bootstrap: int, seed: int,
+              methods: tuple[str, ...], weights: str | None, fit_weights: bool, weights_out: str | None, neutral: str,
+              step_threshold: float, json_out: str | None, plot: str | None, quiet: bool) -> None:
+    """Compare judges with human labels: accuracy, kappa, correlations, CIs, biases.
+
+    \b
+    Example:
+      judge data convert --from pandalm testset-v1.json -o pandalm.jsonl
+      judge score pandalm.jsonl -o scored.jsonl --judge length
+      judge agree scored.jsonl --ties drop --json agree.json --plot agree.png
+    """
+    import dataclasses
+
+    from judge import agreement, io
+    from judge.errors import InputError
+
+    if bootstrap < 0:
+        raise click.BadParameter("must be >= 0", param_hint="--bootstrap")
+    cfg = agreement.AgreeRunConfig(scored, list(judge_names) or None, by, list(methods), weights, fit_weights,
+                                   agreement.AgreeConfig(ties, bootstrap, seed, neutral, step_threshold))
+    groups = agreement.labelled_groups(_numbered(scored), scored, by)
+    if not groups:
+        raise InputError(scored, None, "human", "no record has human labels; convert a labelled set with `judge data convert`")
+    present = sorted({n for g in groups for n in g.scores})
+    names = list(judge_names) or present
+    for name in names:
+        if name not in present:
+            import difflib
+
+            close = difflib.get_close_matches(name, present, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise JudgeError(f"--judge {name!r}{hint}: the scores hold {', '.join(present) or 'no judge'}")
+    base = list(names)
+    for method in methods:
+        names.append(agreement.add_ensemble(groups, base, method, _weights(weights)))
+    report = agreement.agree(groups, names, cfg.stats, by=by is not None, fit=fit_weights)
+    report["input"] = scored
+    if not quiet:
+        from judge.report import agreement_tables
+
+        console = _stderr_console()
+        if not console.is_terminal:
+            console.width = max(console.width, 160)  # a log file gets the whole table, not a wrapped one
+        for table in agreement_tables(report):
+            console.print(table)
+    if json_out:
+        io.write_json(json_out, report)
+        io.write_json(json_out + ".config.json", {"command": "agree", "config": dataclasses.asdict(cfg)})
+    if plot:
+        from judge.report import agreement_figure
+
+        agreement_figure(report, plot)
+    if weights_out and report.get("fit"):
+        Path(weights_out).write_text(report["fit"]["spec"] + "\n", encoding="utf-8")
+    for path in (json_out, plot, weights_out if report.get("fit") else None):
+        if path and not quiet:
+            _stderr_console().print(f"wrote {path}")
+
+
+def _numbered(path: str) -> Any:
+    """(line, record) of a JSONL file; a bad line raises InputError with file:line."""
+    from judge import io
+    from judge.errors import InputError
+
+    if not Path(path).exists():
+        raise InputError(path, None, None, "file not found")
+    for line, rec, _ in io._records(Path(path)):
+        if isinstance(rec, InputError):
+            raise rec
+        yield line, rec
+
+
+def _weights(text: str | None) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for part in (text or "").split(","):
+        if part.strip():
+            name, sep, value = part.partition("=")
+            try:
+                out[name.strip()] = float(value)
+            except ValueError:
+                raise click.BadParameter(f"{part!r} is not NAME=NUMBER", param_hint="--weights") from None
+            if not sep:
+                raise click.BadParameter(f"{part!r} is not NAME=NUMBER", param_hint="--weights")
+    return out
+
+
+@main.group("data")
+def data_group() -> None:
+    """Public labelled data sets in our candidates format."""
+
+
+@data_group.command("convert")
+@click.argument("input_path", metavar="IN", type=click.Path(dir_okay=False))
+@click.option("--from", "fmt", required=True, type=click.Choice(["gsm8k", "hh-rlhf", "llmbar", "math500", "mr-gsm8k", "pandalm", "prm800k"]), help="Format of IN.")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Candidates JSONL to write.")
+@click.option("--gpt", type=click.Path(dir_okay=False), help="pandalm: join gpt-3.5-turbo-testset-v1.json as meta.gpt35.")
+def data_convert(input_path: str, fmt: str, output: str, gpt: str | None) -> None:
+    """Convert a public data set (hh-rlhf, PandaLM, LLMBar, PRM800K, MR-GSM8K, GSM8K, MATH-500).
+
+    \b
+    Example:
+      judge data convert --from pandalm testset-v1.json --gpt gpt-3.5-turbo-testset-v1.json -o pandalm.jsonl
+      judge score pandalm.jsonl -o scored.jsonl --judge length --judge gpt35=field:meta.gpt35
+    """
+    from judge import io
+    from judge.datasets import convert
+
+    if gpt and fmt != "pandalm":
+        raise click.BadParameter("only --from pandalm takes --gpt", param_hint="--gpt")
+    options = {"gpt": gpt} if gpt else {}
+    n = 0
+    tmp = Path(output + ".tmp")
+    with io.JsonlWriter(tmp) as out:
+        for rec in convert(fmt, input_path, **options):
+            out.write(rec)
+            n += 1
+    tmp.replace(output)
+    io.write_json(output + ".config.json", {"command": "data convert", "config": {"input": input_path, "from": fmt, "output": output, "gpt": gpt}})
+    _stderr_console().print(f"wrote {n:,} records to {output}")
+
+
 
 # --------------------------------------------------------------------------- serve (endpoint issue)
 @main.command()
