@@ -6,7 +6,8 @@ scripted by markers in the assistant turn, so they stay deterministic under conc
   [500:N]  first N attempts answer 500          [slow:N]  first N attempts hang for `hang` s
   [garbage] 200 with a non-JSON body             [noshape] 200 JSON without choices
   [list]   the 340b shape with `message` as a list, null model/created and no logprobs
-  [401]    401 always
+  [401]    401 always                            [echo]  400 echoing the Authorization header
+Server-wide: `down=True` answers 503 to everything; `fail_after=N` does so after N requests.
 Otherwise it answers in the nemotron-4-340b-reward shape (attributes as logprobs + text),
 or with "reward:<float>" when the model name contains "70b". POST /get_reward speaks
 OpenRLHF's protocol. Run as a script for the benchmark: `python fake_openai_server.py
@@ -48,6 +49,10 @@ class FakeState:
         self.attempts: Counter[str] = Counter()  # per assistant text
         self.log: list[dict[str, Any]] = []  # every request: text, status, time
         self.bodies: list[str] = []
+        self.down = False
+        self.fail_after: int | None = None
+        self.in_flight = 0
+        self.max_in_flight = 0
 
     def record(self, text: str, status: int) -> None:
         with self.lock:
@@ -82,6 +87,7 @@ def nemotron_70b(text: str) -> dict[str, Any]:
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body are two writes: without this, 40 ms delayed-ACK stalls
     state: FakeState
 
     def log_message(self, *args: Any) -> None:  # quiet
@@ -105,9 +111,24 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         st = self.state
+        with st.lock:
+            st.in_flight += 1
+            st.max_in_flight = max(st.max_in_flight, st.in_flight)
+        try:
+            self._post()
+        finally:
+            with st.lock:
+                st.in_flight -= 1
+
+    def _post(self) -> None:
+        st = self.state
         raw = self.rfile.read(int(self.headers.get("Content-Length", "0") or 0)).decode()
         with st.lock:
             st.bodies.append(raw)
+            n_requests = len(st.bodies)
+        if st.down or (st.fail_after is not None and n_requests > st.fail_after):
+            st.record("", 503)
+            return self._send(503, {"error": {"message": "service unavailable"}})
         if st.latency:
             time.sleep(st.latency)
         if st.api_key is not None and self.headers.get("Authorization") != f"Bearer {st.api_key}":
@@ -134,6 +155,9 @@ class Handler(BaseHTTPRequestHandler):
                     st.record(text, 0)
                     time.sleep(st.hang)
                     return self._send(200, nemotron_340b(text))
+        if "[echo]" in text:
+            st.record(text, 400)
+            return self._send(400, {"error": {"message": f"bad request from {self.headers.get('Authorization')}"}})
         if "[401]" in text:
             st.record(text, 401)
             return self._send(401, {"error": {"message": "invalid key"}})

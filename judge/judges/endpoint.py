@@ -282,14 +282,19 @@ class _EndpointJudge(BaseJudge):
                            retry=True, endpoint_fault=True)
         return Attempt(True, result=raw)
 
-    def _score(self, coro: Any) -> Any:
+    def _score(self, make_coro: Any) -> Any:
         self.breaker.before_batch()
         if self.breaker.open:
             raise self.engine.breaker_error()
         try:
-            return self._loop.run(coro)
+            scores = self._loop.run(make_coro())
         except Fatal as fatal:
             raise fatal.error from None
+        if self.breaker.open:
+            # Its last items failed because the endpoint is down, not because of them: stop
+            # before they are written as errors, so a rerun scores them instead of skipping them.
+            raise self.engine.breaker_error()
+        return scores
 
     def close(self) -> None:
         client, self._client = self._client, None
@@ -324,7 +329,7 @@ class NemotronJudge(_EndpointJudge):
         return super()._resolve_url(spec)
 
     def score_batch(self, items: Sequence[Item]) -> list[Score]:
-        return self._score(self._score_all(list(items)))
+        return self._score(lambda: self._score_all(list(items)))
 
     async def _score_all(self, items: list[Item]) -> list[Score]:
         client = self.client()
@@ -386,7 +391,7 @@ class OpenRLHFJudge(_EndpointJudge):
         return {"query": [p + i.response for p, i in zip(prompts, items)], "prompts": prompts}
 
     def score_batch(self, items: Sequence[Item]) -> list[Score]:
-        return self._score(self._score_all(list(items)))
+        return self._score(lambda: self._score_all(list(items)))
 
     async def _score_all(self, items: list[Item]) -> list[Score]:
         import httpx2
