@@ -54,6 +54,22 @@ class Gate:
             raise JudgeError(f"gate {text!r}: threshold {value!r} is not a number") from None
 
 
+def parse_weights(text: str | None) -> dict[str, float]:
+    """`rm=2,verify=1` -> {"rm": 2.0, "verify": 1.0}."""
+    out: dict[str, float] = {}
+    for part in (text or "").split(","):
+        if not part.strip():
+            continue
+        name, sep, value = part.partition("=")
+        try:
+            if not sep or not name.strip():
+                raise ValueError
+            out[name.strip()] = float(value)
+        except ValueError:
+            raise JudgeError(f"--weights: {part!r} is not NAME=NUMBER (e.g. rm=2,verify=1)") from None
+    return out
+
+
 @dataclass
 class CombineConfig:
     """How to turn several judges' scores into one ranking (flags of `judge rank` map 1:1)."""
