@@ -21,6 +21,10 @@ _LAZY = {
     "JudgeError": "judge.errors:JudgeError",
     "InputError": "judge.errors:InputError",
     "SpecError": "judge.errors:SpecError",
+    "rank": "judge.ranking:rank",
+    "best_of_n": "judge.ranking:best_of_n",
+    "BestOfN": "judge.bestofn:BestOfN",
+    "Selection": "judge.bestofn:Selection",
 }
 
 __all__ = sorted(_LAZY)

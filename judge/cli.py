@@ -173,6 +173,78 @@ def list_judges() -> None:
 
 
 # --------------------------------------------------------------------------- rank / best-of-n (combine issue)
+@main.command("rank")
+@click.argument("input_path", metavar="SCORED", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Ranked JSONL: each record plus combined and ranking.")
+@click.option("--method", default="zscore", show_default=True, type=click.Choice(["zscore", "minmax", "global-z", "borda", "rrf", "copeland", "bradley-terry", "lexicographic"]), help="How to combine the judges within each prompt.")
+@click.option("--weights", metavar="NAME=W,...", help="Per-judge weights, e.g. rm=2,verify=1 (default 1; 0 leaves a judge out).")
+@click.option("--judges", "judge_list", metavar="A,B,...", help="Judges to combine, in order (lexicographic order too); default all.")
+@click.option("--gate", "gates", multiple=True, metavar="JUDGE[>=T]", help="Rank candidates failing JUDGE (score < T, default 0.5) below all others; repeatable.")
+@click.option("--missing", type=click.Choice(["skip", "last"]), default="skip", show_default=True, help="A judge that failed on a candidate: leave it out, or rank the candidate last for it.")
+@click.option("--rrf-k", type=float, default=60.0, show_default=True, help="RRF constant k in 1/(k + rank).")
+@click.option("--bt-prior", type=float, default=0.1, show_default=True, help="Bradley-Terry L2 prior strength.")
+@click.option("--chunk-prompts", type=int, default=4096, show_default=True, help="Prompts ranked and written per step.")
+@click.option("--quiet", "-q", is_flag=True, help="No summary table.")
+def rank_cmd(input_path: str, output: str, method: str, weights: str | None, judge_list: str | None, gates: tuple[str, ...],
+             missing: str, rrf_k: float, bt_prior: float, chunk_prompts: int, quiet: bool) -> None:
+    """Combine several judges' scores into one score and ranking per prompt.
+
+    \b
+    Example:
+      judge rank scored.jsonl -o ranked.jsonl --method rrf
+      judge rank scored.jsonl -o ranked.jsonl --method zscore --gate verify --weights rm=2,length=0.5
+    Ties: gate, has a score, higher combined, more judges, lower index.
+    """
+    from judge.combine import CombineConfig, Gate, parse_weights
+    from judge.ranking import RankConfig, rank_file
+
+    judges = [j.strip() for j in judge_list.split(",") if j.strip()] if judge_list else None
+    combine_config = CombineConfig(method=method, weights=parse_weights(weights), judges=judges,
+                                   gates=[Gate.parse(g) for g in gates], missing=missing, rrf_k=rrf_k, bt_prior=bt_prior)
+    summary = rank_file(RankConfig(input=input_path, output=output, combine=combine_config, chunk_prompts=chunk_prompts))
+    if not quiet:
+        from judge.report import rank_summary_table
+
+        console = _stderr_console()
+        console.print(rank_summary_table(summary))
+        console.print(f"wrote {output}")
+
+
+@main.command("best-of-n")
+@click.argument("input_path", metavar="RANKED", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Accepted rows (TRL prompt/completion JSONL).")
+@click.option("--k", type=int, default=1, show_default=True, help="Candidates kept per accepted prompt.")
+@click.option("--min-score", "min_scores", multiple=True, metavar="X|JUDGE=X", help="Combined score >= X, or JUDGE's score >= X; repeatable.")
+@click.option("--require", "requires", multiple=True, metavar="JUDGE[>=T]", help="Candidate must pass JUDGE (score >= T, default 0.5), e.g. --require verify.")
+@click.option("--min-margin", type=float, default=None, help="Reject a prompt unless its best beats the next eligible candidate by this much.")
+@click.option("--pairs", type=click.Path(dir_okay=False), help="Also write preference pairs (TRL prompt/chosen/rejected JSONL).")
+@click.option("--pair-mode", type=click.Choice(["best-worst", "best-each", "all"]), default="best-worst", show_default=True, help="Which pairs to write.")
+@click.option("--pair-margin", type=float, default=0.0, show_default=True, help="Least combined margin of a pair (pairs the rules separate need none).")
+@click.option("--rejected", type=click.Path(dir_okay=False), help="Write rejected prompts (with reject_reason) here, e.g. for rationalization.")
+@click.option("--quiet", "-q", is_flag=True, help="No summary table.")
+def best_of_n_cmd(input_path: str, output: str, k: int, min_scores: tuple[str, ...], requires: tuple[str, ...],
+                  min_margin: float | None, pairs: str | None, pair_mode: str, pair_margin: float, rejected: str | None,
+                  quiet: bool) -> None:
+    """Keep the best candidate(s) of each ranked prompt; optionally write preference pairs.
+
+    \b
+    Example:
+      judge best-of-n ranked.jsonl -o accepted.jsonl --require verify --pairs pairs.jsonl --rejected rejected.jsonl
+    """
+    from judge.combine import Gate
+    from judge.ranking import BestOfNConfig, best_of_n_file
+    from judge.select import MinScore, SelectConfig
+
+    select = SelectConfig(k=k, min_score=[MinScore.parse(m) for m in min_scores], require=[Gate.parse(r) for r in requires],
+                          min_margin=min_margin, pair_mode=pair_mode, pair_margin=pair_margin)
+    summary = best_of_n_file(BestOfNConfig(input=input_path, output=output, select=select, pairs=pairs, rejected=rejected))
+    if not quiet:
+        from judge.report import best_of_n_summary_table
+
+        console = _stderr_console()
+        console.print(best_of_n_summary_table(summary))
+        console.print(f"wrote {output}" + (f", {pairs}" if pairs else "") + (f", {rejected}" if rejected else ""))
+
 
 # --------------------------------------------------------------------------- agree / data (agreement issue)
 @main.command("agree")

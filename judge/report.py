@@ -201,3 +201,39 @@ def agreement_figure(report: dict[str, Any], path: str) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def rank_summary_table(summary: Any) -> Table:
+    """Per judge of a `judge rank` run: failed candidates, prompts it failed everywhere, top-1 agreement."""
+    title = f"{summary.method}: {summary.prompts:,} prompts, {summary.candidates:,} candidates ranked"
+    if summary.unranked:
+        title += f" ({summary.unranked:,} with no score at all, ranked last)"
+    if summary.gate_passed is not None:
+        title += f"; {summary.gate_passed:,} pass the gate(s)"
+    table = Table(title=title)
+    for col in ["judge", "combined", "failed candidates", "failed on whole prompt", "its best = combined best"]:
+        table.add_column(col, justify="left" if col == "judge" else "right")
+    for st in summary.per_judge.values():
+        agree = f"{st.top1_agree / summary.prompts:.1%}" if summary.prompts else "-"
+        table.add_row(st.name, "yes" if st.name in summary.judges else "gate/no", _fmt(st.missing),
+                      _fmt(st.failed_prompts), agree, style="red" if st.failed_prompts else None)
+    return table
+
+
+def best_of_n_summary_table(summary: Any) -> Table:
+    """Acceptance, rejections by reason, mean best score and margin, and the best-of-N KL bound."""
+    d = summary.as_dict()
+    table = Table(title=f"best-of-N over {d['prompts']:,} prompts")
+    table.add_column("", justify="left")
+    table.add_column("value", justify="right")
+    rate = d["acceptance_rate"]
+    table.add_row("accepted prompts", f"{d['accepted_prompts']:,}" + (f" ({rate:.1%})" if rate is not None else ""))
+    table.add_row("accepted rows", _fmt(d["accepted_rows"]))
+    for reason, count in sorted(d["rejected"].items()):
+        table.add_row(f"rejected: {reason}", _fmt(count), style="yellow")
+    table.add_row("preference pairs", _fmt(d["pairs"]))
+    table.add_row("mean best score", _fmt(d["mean_best_score"]))
+    table.add_row("mean margin (best - runner-up)", _fmt(d["mean_margin"]))
+    ns = ", ".join(f"N={n}: {c:,}" for n, c in d["n"].items())
+    table.add_row("KL bound log N - (N-1)/N (nats)", _fmt(d["kl_bound"]) + (f"  [{ns}]" if ns else ""))
+    return table
