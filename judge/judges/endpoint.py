@@ -100,7 +100,7 @@ def _logprob_pairs(choice: dict[str, Any]) -> dict[str, float]:
         for entry in content:
             if isinstance(entry, dict) and isinstance(entry.get("token"), str):
                 try:
-                    out[entry["token"].strip().lower()] = float(entry["logprob"])
+                    out[entry["token"].strip()] = float(entry["logprob"])
                 except (KeyError, TypeError, ValueError):
                     continue
     return out
@@ -109,7 +109,7 @@ def _logprob_pairs(choice: dict[str, Any]) -> dict[str, float]:
 def _text_pairs(text: str | None) -> dict[str, float]:
     if not text:
         return {}
-    return {m.group(1).strip().lower(): float(m.group(2)) for m in _PAIR.finditer(text)}
+    return {m.group(1).strip(): float(m.group(2)) for m in _PAIR.finditer(text)}
 
 
 def parse_reward_response(data: Any, weights: dict[str, float], weights_given: bool = False) -> Score:
@@ -123,23 +123,24 @@ def parse_reward_response(data: Any, weights: dict[str, float], weights_given: b
         return Score.failed(f"unparseable response (no choices): {shown}")
     pairs = _logprob_pairs(choice)
     source = "logprobs"
-    text_pairs = _text_pairs(_message_text(choice.get("message")))
-    if not (pairs.keys() & (set(weights) | {"reward"})):
-        pairs, source = text_pairs, "text"
+    if not ({k.lower() for k in pairs} & (set(weights) | {"reward"})):
+        pairs, source = _text_pairs(_message_text(choice.get("message"))), "text"
     if not pairs:
         return Score.failed(f"unparseable response (no reward or attributes): {shown}")
     if any(not math.isfinite(v) for v in pairs.values()):
         return Score.failed(f"non-finite value in response: {shown}")
-    if "reward" in pairs and not weights_given:
-        return Score(pairs["reward"], details={"shape": "reward"})
+    lower = {k.lower(): v for k, v in pairs.items()}  # names are matched case-insensitively
+    if "reward" in lower and not weights_given:
+        extra = {"attributes": pairs} if len(pairs) > 1 else {}
+        return Score(lower["reward"], details={"shape": "reward", **extra})
     needed = [k for k, w in weights.items() if w != 0]
-    missing = [k for k in needed if k not in pairs]
+    missing = [k for k in needed if k not in lower]
     if missing or not needed:
         return Score.failed(
             f"response has {', '.join(sorted(pairs))} but weights need {', '.join(missing or needed)}; "
             f"set weights= (e.g. weights={'/'.join(f'{k}:1' for k in sorted(pairs)[:2])}): {shown}"
         )
-    value = sum(weights[k] * pairs[k] for k in needed)
+    value = sum(weights[k] * lower[k] for k in needed)
     return Score(value, details={"attributes": pairs, "shape": "attributes", "source": source})
 
 
