@@ -25,6 +25,8 @@ _LAZY = {
     "best_of_n": "judge.ranking:best_of_n",
     "BestOfN": "judge.bestofn:BestOfN",
     "Selection": "judge.bestofn:Selection",
+    "agree": "judge.agreement:agree_records",
+    "convert": "judge.datasets:convert",
 }
 
 __all__ = sorted(_LAZY)

@@ -833,3 +833,20 @@ def labelled_groups(records: Iterable[tuple[int, dict[str, Any]]], source: str, 
         if g is not None:
             out.append(g)
     return out
+
+
+def agree_records(
+    records: Iterable[dict[str, Any]],
+    judges: Sequence[str] | None = None,
+    by: str | None = None,
+    ties: str = "drop",
+    bootstrap: int = 2000,
+    seed: int = 0,
+    fit_weights: bool = False,
+) -> dict[str, Any]:
+    """The Python face of `judge agree`: scored records in, every number out (a dict).
+
+    `judge.agree(judge.io.read_jsonl("scored.jsonl"), by="meta.source")`"""
+    groups = labelled_groups(enumerate(records, start=1), "<records>", by)
+    cfg = AgreeConfig(ties=ties, bootstrap=bootstrap, seed=seed)
+    return agree(groups, judges, cfg, by=by is not None, fit=fit_weights)
