@@ -12,7 +12,8 @@ every candidate it did score (score methods: the judge's worst normalised value 
 prompt). A candidate with no usable judge gets no combined value (NaN) and ranks last.
 
 Ties are broken deterministically, in this order: passes every gate, has a combined value,
-higher combined value, scored by more judges, lower candidate index (input order)."""
+higher combined value, scored by more judges, lower candidate index (input order). Combined
+values are rounded (12 decimals; Bradley-Terry 6) so values equal on paper tie exactly."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import optimize, special, stats
 
-from judge.errors import JudgeError
+from judge.errors import SpecError
 
 METHODS = ("zscore", "minmax", "global-z", "borda", "rrf", "copeland", "bradley-terry", "lexicographic")
 MISSING = ("skip", "last")
@@ -45,13 +46,13 @@ class Gate:
         name, sep, value = text.partition(">=")
         name = name.strip()
         if not name:
-            raise JudgeError(f"gate {text!r}: expected JUDGE or JUDGE>=THRESHOLD")
+            raise SpecError(f"gate {text!r}: expected JUDGE or JUDGE>=THRESHOLD")
         if not sep:
             return cls(name)
         try:
             return cls(name, float(value))
         except ValueError:
-            raise JudgeError(f"gate {text!r}: threshold {value!r} is not a number") from None
+            raise SpecError(f"gate {text!r}: threshold {value!r} is not a number") from None
 
 
 def parse_weights(text: str | None) -> dict[str, float]:
@@ -66,7 +67,7 @@ def parse_weights(text: str | None) -> dict[str, float]:
                 raise ValueError
             out[name.strip()] = float(value)
         except ValueError:
-            raise JudgeError(f"--weights: {part!r} is not NAME=NUMBER (e.g. rm=2,verify=1)") from None
+            raise SpecError(f"--weights: {part!r} is not NAME=NUMBER (e.g. rm=2,verify=1)") from None
     return out
 
 
@@ -93,14 +94,14 @@ class CombineConfig:
         if self.method not in METHODS:
             close = difflib.get_close_matches(self.method, METHODS, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise JudgeError(f"unknown method {self.method!r}{hint}; methods are: {', '.join(METHODS)}")
+            raise SpecError(f"unknown method {self.method!r}{hint}; methods are: {', '.join(METHODS)}")
         if self.missing not in MISSING:
-            raise JudgeError(f"missing must be 'skip' or 'last', not {self.missing!r}")
+            raise SpecError(f"missing must be 'skip' or 'last', not {self.missing!r}")
         for name, w in self.weights.items():
             if not np.isfinite(w) or w < 0:
-                raise JudgeError(f"weight of {name!r} must be a finite number >= 0, got {w}")
+                raise SpecError(f"weight of {name!r} must be a finite number >= 0, got {w}")
         if self.rrf_k < 0 or self.bt_prior <= 0:
-            raise JudgeError("rrf_k must be >= 0 and bt_prior > 0")
+            raise SpecError("rrf_k must be >= 0 and bt_prior > 0")
 
     def plan(self, available: Sequence[str]) -> tuple[list[str], np.ndarray, list[Gate]]:
         """(judges combined, their weights, gates) after checking every name against the file's judges."""
@@ -111,7 +112,7 @@ class CombineConfig:
             if name not in avail:
                 close = difflib.get_close_matches(name, avail, n=1)
                 hint = f" (did you mean {close[0]!r}?)" if close else ""
-                raise JudgeError(f"{what} names judge {name!r}{hint}, but the scores hold: {', '.join(avail) or 'none'}")
+                raise SpecError(f"{what} names judge {name!r}{hint}, but the scores hold: {', '.join(avail) or 'none'}")
 
         for name in self.judges or []:
             check(name, "--judges")
@@ -124,7 +125,7 @@ class CombineConfig:
         combined = [j for j in chosen if j not in gated] or chosen
         combined = [j for j in combined if self.weights.get(j, 1.0) > 0]
         if not combined:
-            raise JudgeError("no judge left to combine (every weight is 0)")
+            raise SpecError("no judge left to combine (every weight is 0)")
         return combined, np.array([self.weights.get(j, 1.0) for j in combined], dtype=float), list(self.gates)
 
 
@@ -417,7 +418,9 @@ def combine(
                 moments = Moments.empty(len(judges))
                 moments.update(np.where(valid[:, :, None], scores, np.nan))
             sub_moments = Moments(moments.count[cols], moments.mean[cols], moments.m2[cols])
-        combined = weighted_mean(per_judge_values(sub, valid, method, config.missing, config.rrf_k, sub_moments), weights)
+        values = per_judge_values(sub, valid, method, config.missing, config.rrf_k, sub_moments)
+        # Round: values equal on paper (1/61 + 1/62 vs 1/62 + 1/61) must tie exactly.
+        combined = np.round(weighted_mean(values, weights), 12)
     usable = _scored(sub, valid) & (weights > 0)
     n_judges = usable.sum(-1)
     combined = np.where(valid & (n_judges > 0), combined, np.nan)

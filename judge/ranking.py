@@ -22,7 +22,7 @@ import numpy as np
 
 from judge import io
 from judge.combine import CombineConfig, Combined, Gate, Moments, combine
-from judge.errors import InputError, JudgeError
+from judge.errors import InputError, SpecError
 from judge.select import GroupSelection, MinScore, SelectConfig, SelectSummary, select_group
 
 RANK_KEYS = ("combined", "ranking", "gate", "failed_judges")
@@ -256,7 +256,7 @@ def rank_file(config: RankConfig) -> RankSummary:
     """Run a whole `judge rank`: stream blocks, combine, write; return the summary."""
     cc = config.combine
     if config.chunk_prompts < 1:
-        raise JudgeError("--chunk-prompts must be >= 1")
+        raise SpecError("--chunk-prompts must be >= 1")
     judges = file_judges(config.input)
     use, _, _ = cc.plan(judges)
     moments = None

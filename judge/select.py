@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from judge.combine import Gate
-from judge.errors import InputError, JudgeError
+from judge.errors import InputError, SpecError
 
 PAIR_MODES = ("best-worst", "best-each", "all")
 
@@ -37,7 +37,7 @@ class MinScore:
         try:
             return cls(float(value), name.strip() if sep else None)
         except ValueError:
-            raise JudgeError(f"--min-score {text!r}: expected a number or JUDGE=NUMBER") from None
+            raise SpecError(f"--min-score {text!r}: expected a number or JUDGE=NUMBER") from None
 
     def __str__(self) -> str:
         return f"{self.judge or 'combined'}>={self.value:g}"
@@ -62,11 +62,11 @@ class SelectConfig:
 
     def validate(self) -> None:
         if self.k < 1:
-            raise JudgeError(f"--k must be >= 1, got {self.k}")
+            raise SpecError(f"--k must be >= 1, got {self.k}")
         if self.pair_mode not in PAIR_MODES:
-            raise JudgeError(f"--pair-mode must be one of {', '.join(PAIR_MODES)}, not {self.pair_mode!r}")
+            raise SpecError(f"--pair-mode must be one of {', '.join(PAIR_MODES)}, not {self.pair_mode!r}")
         if self.min_margin is not None and self.min_margin < 0:
-            raise JudgeError("--min-margin must be >= 0")
+            raise SpecError("--min-margin must be >= 0")
 
 
 @dataclass
@@ -142,7 +142,7 @@ def eligibility(rec: dict[str, Any], config: SelectConfig) -> list[bool]:
 
 def _judge_score(scores: dict[str, Any], name: str, i: int) -> float | None:
     if name not in scores:
-        raise JudgeError(f"a rule names judge {name!r}, but the scores hold: {', '.join(scores) or 'none'}")
+        raise SpecError(f"a rule names judge {name!r}, but the scores hold: {', '.join(scores) or 'none'}")
     return scores[name][i]
 
 
@@ -196,17 +196,20 @@ def preference_pairs(
     eligible: Sequence[bool],
     config: SelectConfig,
 ) -> list[dict[str, Any]]:
-    """Chosen is eligible and ranked above rejected; texts differ; the pair is a preference when
-    the combined margin is > 0 and >= pair_margin, or when the rules pass chosen and fail rejected.
-    A candidate no judge could score is never paired (a failure is not evidence). Deduplicated."""
+    """Chosen is eligible; texts differ; the pair is a preference when the rules fail rejected
+    (margin may then be negative: the rules, not the scores, decided), or when chosen ranks
+    above rejected by a combined margin > 0 and >= pair_margin. A candidate no judge could
+    score is never paired (a failure is not evidence). Deduplicated by (chosen, rejected) text."""
     pos = {i: r for r, i in enumerate(ranking)}
     scored = [i for i in ranking if combined[i] is not None]
 
     def is_pair(a: int, b: int) -> bool:
-        if texts[a] == texts[b] or pos[a] >= pos[b]:
+        if texts[a] == texts[b]:
             return False
+        if not eligible[b]:  # the rules prefer a, whatever the scores say (verified vs a high-rm wrong answer)
+            return True
         margin = combined[a] - combined[b]
-        return (margin > 0 and margin >= config.pair_margin) or not eligible[b]
+        return pos[a] < pos[b] and margin > 0 and margin >= config.pair_margin
 
     chosen = [i for i in scored if eligible[i]]
     if not chosen:
