@@ -333,11 +333,19 @@ class NemotronJudge(_EndpointJudge):
         return self._score(lambda: self._score_all(list(items)))
 
     async def _score_all(self, items: list[Item]) -> list[Score]:
+        import httpx2
+
         client = self.client()
 
         def sender(item: Item) -> Any:
+            body = {"model": self.model, "messages": item_messages(item)}
+
+            # client.post (the client's documented way to send a raw body) rather than
+            # chat.completions.create: the latter walks every message through its TypedDict
+            # transform, a fifth of our CPU per request at 16 in flight, and we want the raw
+            # body anyway to parse NVIDIA's non-standard shapes leniently.
             async def call() -> Any:
-                return await client.chat.completions.with_raw_response.create(model=self.model, messages=item_messages(item))
+                return await client.post("/chat/completions", cast_to=httpx2.Response, body=body)
 
             return lambda: self._attempt(call)
 
