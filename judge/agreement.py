@@ -520,7 +520,10 @@ def step_metrics(groups: Sequence[Labelled], judge: str, cfg: AgreeConfig) -> di
         v, lo, hi = bootstrap_indices(len(per_prompt), stat, cfg.bootstrap, seed=cfg.seed)
         out["step_auroc"] = Estimate(v, lo, hi, sum(len(p) + len(n) for p, n in per_prompt)).to_dict()
         out["first_error_accuracy"] = estimate(first, n_resamples=cfg.bootstrap, seed=cfg.seed).to_dict()
-    if sum(r[1] for r in solution) > 0:
+    # A threshold means something only on a probability / verdict scale (verify, a PRM), not on
+    # lengths or z-scores: elsewhere no solution-level accuracy is reported.
+    values = [v for g in stepped for v in (g.scores.get(judge) or []) if v is not None]
+    if sum(r[1] for r in solution) > 0 and values and min(values) >= 0.0 and max(values) <= 1.0:
         out["solution_accuracy"] = estimate(solution, n_resamples=cfg.bootstrap, seed=cfg.seed).to_dict()
     return out or None
 

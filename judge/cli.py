@@ -359,7 +359,8 @@ def data_group() -> None:
 @click.option("--from", "fmt", required=True, type=click.Choice(["gsm8k", "hh-rlhf", "llmbar", "math500", "mr-gsm8k", "pandalm", "prm800k"]), help="Format of IN.")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Candidates JSONL to write.")
 @click.option("--gpt", type=click.Path(dir_okay=False), help="pandalm: join gpt-3.5-turbo-testset-v1.json as meta.gpt35.")
-def data_convert(input_path: str, fmt: str, output: str, gpt: str | None) -> None:
+@click.option("--order", type=click.Choice(["hashed", "chosen-first"]), default=None, help="hh-rlhf: chosen first or second by a fixed coin (default hashed), or always first.")
+def data_convert(input_path: str, fmt: str, output: str, gpt: str | None, order: str | None) -> None:
     """Convert a public data set (hh-rlhf, PandaLM, LLMBar, PRM800K, MR-GSM8K, GSM8K, MATH-500).
 
     \b
@@ -372,7 +373,11 @@ def data_convert(input_path: str, fmt: str, output: str, gpt: str | None) -> Non
 
     if gpt and fmt != "pandalm":
         raise click.BadParameter("only --from pandalm takes --gpt", param_hint="--gpt")
-    options = {"gpt": gpt} if gpt else {}
+    if order and fmt != "hh-rlhf":
+        raise click.BadParameter("only --from hh-rlhf takes --order", param_hint="--order")
+    options: dict[str, Any] = {"gpt": gpt} if gpt else {}
+    if order:
+        options["order"] = order
     n = 0
     tmp = Path(output + ".tmp")  # a failed conversion leaves no half-written OUT
     try:
@@ -384,7 +389,7 @@ def data_convert(input_path: str, fmt: str, output: str, gpt: str | None) -> Non
         tmp.unlink(missing_ok=True)
         raise
     tmp.replace(output)
-    io.write_json(output + ".config.json", {"command": "data convert", "config": {"input": input_path, "from": fmt, "output": output, "gpt": gpt}})
+    io.write_json(output + ".config.json", {"command": "data convert", "config": {"input": input_path, "from": fmt, "output": output, "gpt": gpt, "order": order}})
     _stderr_console().print(f"wrote {n:,} records to {output}")
 
 

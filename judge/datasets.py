@@ -7,6 +7,7 @@ MATH-500); a bad record raises an InputError naming file, record and field."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -104,9 +105,18 @@ def parse_transcript(text: str) -> list[dict[str, str]]:
     return [{"role": roles[parts[i]], "content": parts[i + 1]} for i in range(1, len(parts) - 1, 2)]
 
 
-def read_hh_rlhf(path: str | os.PathLike[str]) -> Iterator[Record]:
-    """hh-rlhf {chosen, rejected} transcripts: the last assistant turns are the two
-    candidates (chosen first, human.choice = 0); identical pairs carry no label and are dropped."""
+def _swap(text: str) -> bool:
+    """A fixed coin per pair (hash of the chosen text): the same file always converts the same way."""
+    return hashlib.sha256(text.encode("utf-8")).digest()[0] & 1 == 1
+
+
+def read_hh_rlhf(path: str | os.PathLike[str], order: str = "hashed") -> Iterator[Record]:
+    """hh-rlhf {chosen, rejected} transcripts: the last assistant turns are the two candidates;
+    identical pairs carry no label and are dropped. order="hashed" (default) puts the chosen one
+    first or second by a fixed coin, so a position-biased judge cannot score well by picking the
+    first and kappa is defined; order="chosen-first" keeps TRL's chosen-then-rejected."""
+    if order not in {"hashed", "chosen-first"}:
+        raise ValueError(f"order must be 'hashed' or 'chosen-first', got {order!r}")
     p = _check_path(path)
     where, subset = _Where(p, array=False), _stem(p).removesuffix("-test").removesuffix("-train")
     for line, rec in _jsonl(p):
@@ -130,11 +140,13 @@ def read_hh_rlhf(path: str | os.PathLike[str]) -> Iterator[Record]:
         meta: dict[str, Any] = {"source": f"hh-rlhf:{subset}", "line": line}
         if not same_context:
             meta["context_differs"] = True
+        pair = [turns["chosen"][-1]["content"], turns["rejected"][-1]["content"]]
+        swap = order == "hashed" and _swap(chosen)
         yield {
             "id": f"hh-{subset}-{line}",
             "prompt": prompt,
-            "candidates": [turns["chosen"][-1]["content"], turns["rejected"][-1]["content"]],
-            "human": {"choice": 0},
+            "candidates": pair[::-1] if swap else pair,
+            "human": {"choice": 1 if swap else 0},
             "meta": meta,
         }
 
@@ -343,7 +355,7 @@ def read_math500(path: str | os.PathLike[str]) -> Iterator[Record]:
 ADAPTERS: dict[str, Adapter] = {
     a.name: a
     for a in [
-        Adapter("hh-rlhf", read_hh_rlhf, "Anthropic hh-rlhf {chosen, rejected} transcripts (.jsonl[.gz])"),
+        Adapter("hh-rlhf", read_hh_rlhf, "Anthropic hh-rlhf {chosen, rejected} transcripts (.jsonl[.gz]); order by a fixed coin"),
         Adapter("pandalm", read_pandalm, "PandaLM test set (3 annotators, ties); gpt=FILE joins gpt-3.5 verdicts"),
         Adapter("llmbar", read_llmbar, "LLMBar JSON array {input, output_1, output_2, label}"),
         Adapter("prm800k", read_prm800k, "PRM800K stepwise rows, grouped back into solutions with step labels"),

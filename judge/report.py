@@ -76,12 +76,14 @@ def _pairwise_table(title: str, block: dict[str, Any], ties: str) -> Table:
                 "kappa (3-way)", "best-of-N %", "ρ(score, len)", "prefers longer", "prefers 1st", "order flips"]:
         table.add_column(col, justify="left" if col == "judge" else "right")
     for name, res in block["results"].items():
-        if res.get("pairwise"):
+        pw = res.get("pairwise")
+        if pw and pw["missing"] < pw["pairs"]:  # a judge that scored none of these pairs has no row
             table.add_row(*_pairwise_row(name, res, ties))
     human = block.get("human")
     if human:
         acc = human["accuracy"]
-        table.add_row(f"human ceiling ({human['annotators']} annotators, LOAO)", _fmt(acc["count"]["n"]), "-",
+        table.add_row(f"human ceiling (LOAO, {human['prompts']:,} prompts x {human['annotators']} annotators)",
+                      _fmt(acc["count"]["n"]), "-",
                       _ci(acc.get(ties)), _ci(acc["drop"]) if ties != "drop" else _fmt(acc["drop"]["n"]),
                       _ci(acc["count"]), _ci(human["kappa"], pct=False), "-", "-", "-", "-", "-", style="bold cyan")
     labels = block.get("labels") or {}
@@ -125,9 +127,9 @@ def agreement_tables(report: dict[str, Any]) -> list[Table]:
                       _ci(r.get("solution_accuracy")))
         tables.append(t)
     matrix = report.get("matrix") or {}
-    if len(matrix) > 2:
+    names = [n for n in matrix if any(cell["n"] for other, cell in matrix[n].items() if other != n)]
+    if len(names) > 2:
         t = Table(title="judge vs judge: same verdict on a pair % (kappa)")
-        names = list(matrix)
         t.add_column("")
         for n in names:
             t.add_column(n, justify="right")
@@ -137,7 +139,7 @@ def agreement_tables(report: dict[str, Any]) -> list[Table]:
         tables.append(t)
     fit = report.get("fit")
     if fit:
-        t = Table(title=f"fitted weights ({fit['folds']}-fold CV by prompt, {fit['pairs']:,} pairs)")
+        t = Table(title=f"fitted weights ({fit['folds']}-fold CV by prompt, {fit['pairs']:,} pairs)", min_width=90)
         t.add_column("judge")
         t.add_column("weight", justify="right")
         for name, w in fit["weights"].items():

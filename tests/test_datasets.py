@@ -37,6 +37,7 @@ def test_transcript_parses_into_chat_messages() -> None:
 def test_hh_rlhf_keeps_last_turns_as_candidates_and_drops_identical_pairs() -> None:
     recs = list(convert("hh-rlhf", FIX / "hh-rlhf-test.jsonl"))
     _valid(recs)
+    recs = list(convert("hh-rlhf", FIX / "hh-rlhf-test.jsonl", order="chosen-first"))
     assert [r["id"] for r in recs] == ["hh-hh-rlhf-1", "hh-hh-rlhf-2", "hh-hh-rlhf-4"]  # line 3 identical
     two = recs[1]
     assert two["prompt"][-1] == {"role": "user", "content": "For how long?"}
@@ -45,6 +46,15 @@ def test_hh_rlhf_keeps_last_turns_as_candidates_and_drops_identical_pairs() -> N
     assert two["human"] == {"choice": 0}
     assert recs[2]["candidates"][1] == ""  # an empty last turn stays a (bad) candidate
     assert two["meta"]["source"] == "hh-rlhf:hh-rlhf"
+
+
+def test_hh_rlhf_hashed_order_keeps_the_label_with_the_chosen_text() -> None:
+    plain = list(convert("hh-rlhf", FIX / "hh-rlhf-test.jsonl", order="chosen-first"))
+    hashed = list(convert("hh-rlhf", FIX / "hh-rlhf-test.jsonl"))
+    assert hashed == list(convert("hh-rlhf", FIX / "hh-rlhf-test.jsonl"))  # a fixed coin, not a random one
+    for p, h in zip(plain, hashed):
+        assert h["candidates"][h["human"]["choice"]] == p["candidates"][0]
+        assert sorted(h["candidates"]) == sorted(p["candidates"])
 
 
 def test_hh_rlhf_bad_transcript_names_line_and_field(tmp_path: Path) -> None:
@@ -199,6 +209,12 @@ def test_full_pandalm_gpt_join_and_inter_annotator_kappa() -> None:
     ceiling = human_ceiling([g for g in groups if g], AgreeConfig(bootstrap=0))
     assert ceiling is not None
     assert all(0.85 <= k <= 0.88 for k in ceiling["pairwise_kappa"].values())
+
+
+def test_full_hh_rlhf_order_is_balanced() -> None:
+    recs = list(convert("hh-rlhf", shared_file("hh-rlhf/helpful-base-test.jsonl.gz")))
+    first = sum(r["human"]["choice"] == 0 for r in recs) / len(recs)
+    assert 0.45 < first < 0.55
 
 
 def test_full_prm800k_keeps_every_rated_step() -> None:
