@@ -781,6 +781,8 @@ def fit_weights(groups: Sequence[Labelled], judges: Sequence[str], folds: int = 
 def judge_report(groups: Sequence[Labelled], judge: str, cfg: AgreeConfig) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, fn in (("pairwise", pairwise_metrics), ("ratings", rating_metrics), ("steps", step_metrics)):
+        if key == "steps" and judge.startswith("ensemble:"):
+            continue  # a within-prompt combination has no per-solution scale (one candidate: always 0)
         value = fn(groups, judge, cfg)
         if value is not None:
             out[key] = value

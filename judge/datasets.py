@@ -296,7 +296,7 @@ def read_mr_gsm8k(path: str | os.PathLike[str]) -> Iterator[Record]:
                 line, "model_output_solution_first_error_step", f"expected 1..{len(steps)}, got {first!r}"
             )
         labels: list[int | None] = [1] * (first - 1) + [-1] + [None] * (len(steps) - first)
-        answer = rec.get("ground_truth_answer")
+        answer, answer_from = _mr_reference(rec)
         meta = {"source": "mr-gsm8k", "question_type": rec.get("question_type"), "first_error_step": first}
         reason = rec.get("model_output_solution_first_error_reason")
         if isinstance(reason, str):
@@ -309,8 +309,30 @@ def read_mr_gsm8k(path: str | os.PathLike[str]) -> Iterator[Record]:
             "meta": meta,
         }
         if answer is not None:
-            out["reference"] = str(answer)
+            out["reference"] = answer
+            meta["reference_from"] = answer_from
         yield out
+
+
+_NUMBER = re.compile(r"-?\$?\d[\d,]*(?:\.\d+)?")
+_VALUE_OF_X = re.compile(r"value of (?:the )?(?:unknown variable )?'?x'? is:?\s*\$?(-?\d[\d,]*(?:\.\d+)?)", re.I)
+
+
+def _mr_reference(rec: Record) -> tuple[str | None, str]:
+    """The gold answer: `ground_truth_answer` when it is one; some reversed questions hold
+    "Let's think step by step." there, and then the answer is read from the gold solution."""
+    answer = rec.get("ground_truth_answer")
+    if isinstance(answer, (int, float)) and not isinstance(answer, bool):
+        return str(answer), "ground_truth_answer"
+    if isinstance(answer, str) and _NUMBER.fullmatch(answer.strip().replace(" ", "")):
+        return answer.strip(), "ground_truth_answer"
+    solution = rec.get("ground_truth_solution") or ""
+    if "####" in solution:
+        return solution.rpartition("####")[2].strip(), "ground_truth_solution ####"
+    found = _VALUE_OF_X.findall(solution)
+    if found:
+        return found[-1].replace(",", ""), "ground_truth_solution 'value of x is'"
+    return (answer.strip() if isinstance(answer, str) and answer.strip() else None), "ground_truth_answer"
 
 
 # --------------------------------------------------------------------------- GSM8K / MATH-500

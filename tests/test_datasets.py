@@ -129,6 +129,9 @@ def test_mr_gsm8k_first_error_step_labels() -> None:
     assert recs[1]["human"] == {"steps": [[-1, None, None]]}
     assert recs[0]["reference"] == "6"
     assert recs[1]["meta"]["first_error_step"] == 1
+    # a reversed question whose ground_truth_answer is not an answer: read it from the solution
+    assert recs[2]["reference"] == "4"
+    assert recs[2]["meta"]["reference_from"] == "ground_truth_solution 'value of x is'"
 
 
 def test_mr_gsm8k_first_error_out_of_range(tmp_path: Path) -> None:
