@@ -80,9 +80,10 @@ def _count_records(path: str) -> int | None:
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or summary table.")
 @click.option("--max-requests", type=int, default=None, help="HTTP judges: refuse to start past N requests; stop (resumable) at N.")
 @click.option("--dry-run", is_flag=True, help="Print how many requests and tokens HTTP judges would send, and exit.")
+@click.option("--distributed", is_flag=True, help="Run as a rank of `torchrun --nproc_per_node N -m judge score ...` (automatic under torchrun).")
 def score(input_path: str, output: str, judge_specs: tuple[str, ...], store: str | None, on_bad_input: str,
           chunk_items: int, overwrite: bool, strict: bool, quiet: bool, max_requests: int | None = None,
-          dry_run: bool = False) -> None:
+          dry_run: bool = False, distributed: bool = False) -> None:
     """Score every candidate in IN with one or more judges.
 
     \b
@@ -99,7 +100,17 @@ def score(input_path: str, output: str, judge_specs: tuple[str, ...], store: str
     try:
         if (dry_run or max_requests is not None) and _request_plan(config, judges, max_requests, dry_run):
             return
-        summary = _run_with_progress(config, judges, quiet)
+        from judge.distributed import launched_by_torchrun, score_file_distributed, under_torchrun, world
+
+        run = None
+        if distributed or launched_by_torchrun():
+            if not under_torchrun():
+                raise JudgeError("--distributed runs as one of torchrun's processes: "
+                                 "torchrun --nproc_per_node N -m judge score IN -o OUT --judge ...")
+            quiet, run = quiet or world()[0] != 0, score_file_distributed
+        summary = _run_with_progress(config, judges, quiet, run)
+        if summary is None:  # a rank other than 0: rank 0 writes the output and the summary
+            return
     finally:
         for j in judges:
             getattr(j, "close", lambda: None)()
@@ -115,11 +126,13 @@ def score(input_path: str, output: str, judge_specs: tuple[str, ...], store: str
         sys.exit(1)
 
 
-def _run_with_progress(config: Any, judges: list[Any], quiet: bool) -> Any:
+def _run_with_progress(config: Any, judges: list[Any], quiet: bool, run: Any = None) -> Any:
     from judge.scoring import score_file
 
+    run = run or score_file
+
     if quiet:
-        return score_file(config, judges)
+        return run(config, judges)
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     total = _count_records(config.input)
@@ -144,7 +157,7 @@ def _run_with_progress(config: Any, judges: list[Any], quiet: bool) -> Any:
             rate = state["items"] / max(time.perf_counter() - start, 1e-9)
             bar.update(task, advance=records, items=state["items"], rate=rate)
 
-        summary = score_file(config, judges, progress=hook)
+        summary = run(config, judges, progress=hook)
         if summary.resumed_from:
             bar.update(task, completed=summary.resumed_from + summary.groups + summary.rejected)
     if summary.resumed_from:

@@ -367,6 +367,17 @@ class RewardModelJudge(BaseJudge):
             out["tokens/s"] = round(s["tokens"] / s["seconds"], 1)
         return out
 
+    def summary_state(self) -> dict[str, Any]:
+        """Raw counters, gathered from every rank of a distributed run."""
+        return dict(self.stats)
+
+    def merge_summary_states(self, states: Sequence[dict[str, Any]]) -> None:
+        """Combine ranks' counters (this rank's included); ranks run side by side, so the
+        job's time is the slowest rank's, not the sum."""
+        merged = {k: sum(s[k] for s in states) for k in self.stats}
+        merged["seconds"] = max(s["seconds"] for s in states)
+        self.stats = merged
+
     def close(self) -> None:
         """Free the model (and GPU memory); safe to call twice."""
         self.__dict__.pop("model", None)
