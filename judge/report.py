@@ -158,9 +158,16 @@ def agreement_figure(report: dict[str, Any], path: str) -> None:
     import matplotlib.pyplot as plt
 
     ties = report["config"]["ties"]
-    blocks = {"all": report, **(report.get("slices") or {})}
-    judges = [n for n in report["results"] if report["results"][n].get("pairwise")]
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(max(9, 2 + 1.2 * len(blocks) * max(1, len(judges)) * 0.5 + 5), 4.5),
+
+    def scored(block: dict[str, Any], name: str) -> bool:
+        pw = (block["results"].get(name) or {}).get("pairwise")
+        return bool(pw) and pw["missing"] < pw["pairs"]
+
+    # Only blocks and judges with scored pairs get bars (a judge with none would still take a colour).
+    blocks = {k: b for k, b in {"all": report, **(report.get("slices") or {})}.items()
+              if any(scored(b, n) for n in report["results"])}
+    judges = [n for n in report["results"] if any(scored(b, n) for b in blocks.values())]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(min(18, 6 + 1.3 * len(blocks) * max(1, len(judges)) ** 0.5), 5),
                                    gridspec_kw={"width_ratios": [2, 1]})
     width = 0.8 / max(1, len(judges))
     for k, name in enumerate(judges):
@@ -174,11 +181,15 @@ def agreement_figure(report: dict[str, Any], path: str) -> None:
             lo.append(est["value"] - (est["low"] if est.get("low") is not None else est["value"]))
             hi.append((est["high"] if est.get("high") is not None else est["value"]) - est["value"])
         ax1.bar(xs, ys, width=width * 0.9, yerr=[lo, hi], capsize=3, label=name)
+    drawn = False
     for b, block in enumerate(blocks.values()):
         human = block.get("human")
-        if human and human["accuracy"][ties]["value"] is not None:
+        # The ceiling is drawn only where every prompt has several annotators: elsewhere it would
+        # describe other prompts than the bars beside it.
+        if human and human["prompts"] == block["labels"]["prompts"] and human["accuracy"][ties]["value"] is not None:
             ax1.hlines(human["accuracy"][ties]["value"], b - 0.45, b + 0.45, colors="black", linestyles="dashed",
-                       label="human ceiling" if b == 0 else None)
+                       label=None if drawn else "human ceiling (leave one annotator out)")
+            drawn = True
     ax1.axhline(0.5, color="grey", linewidth=0.8)
     ax1.set_xticks(range(len(blocks)), list(blocks), rotation=20, ha="right")
     ax1.set_ylim(0, 1)
@@ -187,7 +198,7 @@ def agreement_figure(report: dict[str, Any], path: str) -> None:
     for name in judges:
         res = report["results"][name]
         x = (res.get("length_bias") or {}).get("prefers_longer")
-        y = (res["pairwise"]["accuracy"].get(ties) or {}).get("value")
+        y = (((res.get("pairwise") or {}).get("accuracy") or {}).get(ties) or {}).get("value")
         if x is not None and y is not None:
             ax2.scatter(x, y)
             ax2.annotate(name, (x, y), fontsize="small", xytext=(3, 3), textcoords="offset points")
