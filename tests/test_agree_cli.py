@@ -119,3 +119,27 @@ def test_convert_bad_input_exit_2(tmp_path: Path) -> None:
     assert r.exit_code == 2
     assert "record 1: label" in r.output
     assert not (tmp_path / "o.jsonl").exists() and not (tmp_path / "o.jsonl.tmp").exists()
+
+
+def test_field_judge_imports_meta_scores_and_never_shares_them_by_text(tmp_path: Path) -> None:
+    """Two prompts with the same two texts but opposite imported verdicts: the store and the
+    within-chunk dedup key by text, so the field judge must key by its value too."""
+    from judge import score
+    from judge.errors import SpecError
+    from judge.registry import load_judge
+
+    recs = [
+        {"id": "1", "prompt": "p", "candidates": ["a", "b"], "meta": {"v": [1.0, 0.0]}},
+        {"id": "2", "prompt": "p", "candidates": ["a", "b"], "meta": {"v": [0.0, 1.0]}},
+        {"id": "3", "prompt": "p", "candidates": ["a", "b"], "meta": {"v": ["x", None]}},
+        {"id": "4", "prompt": "p", "candidates": ["a", "b"], "meta": {}},
+    ]
+    store = tmp_path / "s.sqlite"
+    for _ in range(2):  # the second run reads everything back from the store
+        out = score(recs, ["gpt=field:meta.v,scale=2"], store=store, as_frame=False)
+        assert [r["scores"]["gpt"] for r in out] == [[2.0, 0.0], [0.0, 2.0], [None, None], [None, None]]
+    assert "not a number" in out[2]["judgements"]["gpt"][0]["error"]
+    assert "meta.v not in the record" in out[3]["judgements"]["gpt"][0]["error"]
+    assert load_judge("field:meta.gpt35").name == "gpt35"
+    with pytest.raises(SpecError, match="field: give the path"):
+        load_judge("field")
