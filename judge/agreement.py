@@ -175,6 +175,14 @@ def _finite(x: float) -> float | None:
     return float(x) if x is not None and math.isfinite(x) else None
 
 
+def _rng(seed: int) -> dict[str, Any]:
+    """scipy >= 1.15 takes `rng`; older releases (pyproject allows 1.11) take `random_state`."""
+    import inspect
+
+    key = "rng" if "rng" in inspect.signature(stats.bootstrap).parameters else "random_state"
+    return {key: np.random.default_rng(seed)}
+
+
 def bootstrap_ci(
     counts: np.ndarray,
     statistic: Callable[[np.ndarray], np.ndarray],
@@ -205,7 +213,7 @@ def bootstrap_ci(
                 warnings.simplefilter("ignore")
                 res = stats.bootstrap(
                     data, stat, n_resamples=n_resamples, paired=True, vectorized=True, axis=0,
-                    confidence_level=confidence, method=method, batch=256, rng=np.random.default_rng(seed),
+                    confidence_level=confidence, method=method, batch=256, **_rng(seed),
                 )
         low, high = _finite(res.confidence_interval.low), _finite(res.confidence_interval.high)
         if low is not None and high is not None:
@@ -228,7 +236,7 @@ def bootstrap_indices(
         warnings.simplefilter("ignore")
         res = stats.bootstrap(
             (np.arange(n),), lambda idx: statistic(idx.astype(int)), n_resamples=n_resamples, vectorized=False,
-            confidence_level=confidence, method="percentile", rng=np.random.default_rng(seed),
+            confidence_level=confidence, method="percentile", **_rng(seed),
         )
     low, high = _finite(res.confidence_interval.low), _finite(res.confidence_interval.high)
     if low is None or high is None:
