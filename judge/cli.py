@@ -467,6 +467,83 @@ def _request_plan(config: Any, judges: list[Any], max_requests: int | None, dry_
 
 
 # --------------------------------------------------------------------------- sft (training issue)
+@main.command("sft")
+@click.option("--model", help="Base model folder (AutoModelForCausalLM + AutoTokenizer).")
+@click.option("--data", type=click.Path(dir_okay=False), help="Accepted rows (prompt/completion JSONL) from judge best-of-n.")
+@click.option("-o", "--output", type=click.Path(file_okay=False), help="Output folder: model, tokenizer, metrics.jsonl, sft_config.json.")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="YAML of SFTConfig fields; flags given here override it.")
+@click.option("--max-length", type=int, default=1024, show_default=True, help="Tokens per example; longer rows are truncated (counted).")
+@click.option("--packing/--no-packing", default=False, show_default=True, help="Pack examples into max-length rows (attention stays within each example).")
+@click.option("--batch-size", type=int, default=16, show_default=True, help="Examples per optimizer step over all processes.")
+@click.option("--batch-tokens", type=int, default=0, show_default=True, help="If > 0: tokens per optimizer step instead of --batch-size.")
+@click.option("--micro-batch-size", type=int, default=8, show_default=True, help="Examples (packed rows) per forward pass; accumulation does the rest.")
+@click.option("--epochs", type=int, default=1, show_default=True, help="Passes over the data.")
+@click.option("--max-steps", type=int, default=0, show_default=True, help="If > 0: stop after N optimizer steps.")
+@click.option("--lr", type=float, default=2e-5, show_default=True, help="Peak learning rate (AdamW).")
+@click.option("--weight-decay", type=float, default=0.0, show_default=True, help="AdamW weight decay.")
+@click.option("--warmup-steps", type=int, default=0, show_default=True, help="Linear warmup steps.")
+@click.option("--schedule", type=click.Choice(["cosine", "constant"]), default="cosine", show_default=True, help="After warmup.")
+@click.option("--max-grad-norm", type=float, default=1.0, show_default=True, help="Gradient clipping (0: off).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Data order, held-out slice, dropout.")
+@click.option("--eval-rows", type=int, default=0, show_default=True, help="Rows held out for eval loss.")
+@click.option("--eval-every", type=int, default=0, show_default=True, help="Eval loss every N steps (and at the end).")
+@click.option("--checkpoint-every", type=int, default=0, show_default=True, help="Checkpoint every N steps (for --resume).")
+@click.option("--keep-checkpoint", is_flag=True, help="Keep OUT/checkpoint after the run.")
+@click.option("--resume", is_flag=True, help="Continue exactly from OUT/checkpoint.")
+@click.option("--overwrite", is_flag=True, help="Start afresh in an OUT that holds a run.")
+@click.option("--gradient-checkpointing", is_flag=True, help="Recompute activations: less memory, more compute.")
+@click.option("--dtype", type=click.Choice(["auto", "bf16", "fp32"]), default="auto", show_default=True, help="auto: bf16 autocast on GPU, fp32 on CPU.")
+@click.option("--lora-r", type=int, default=0, show_default=True, help="If > 0: LoRA rank (needs star-judge[lora]); merged into OUT.")
+@click.option("--lora-alpha", type=int, default=16, show_default=True, help="LoRA alpha.")
+@click.option("--lora-dropout", type=float, default=0.0, show_default=True, help="LoRA dropout.")
+@click.option("--lora-targets", default="all-linear", show_default=True, help="'all-linear' or module names, e.g. q_proj,v_proj.")
+@click.option("--threads", type=int, default=0, show_default=True, help="CPU threads per process (0: cores / processes).")
+@click.option("--log-every", type=int, default=1, show_default=True, help="metrics.jsonl line every N steps.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@click.pass_context
+def sft_cmd(ctx: click.Context, config_path: str | None, quiet: bool, **flags: Any) -> None:
+    """Fine-tune a causal LM on accepted rows, with the loss on completion tokens only.
+
+    \b
+    Example:
+      judge sft --model ./base --data accepted.jsonl -o ./sft-model --packing --lr 1e-5 --epochs 2
+    Multi-GPU (or CPU processes, gloo):
+      torchrun --nproc_per_node 2 -m judge sft --model ./base --data accepted.jsonl -o ./sft-model
+    Kill it and rerun with --resume (with --checkpoint-every N) to continue exactly where it stopped.
+    """
+    from click.core import ParameterSource
+
+    from judge.sft import SFTConfig, load_config, train
+
+    given = {k: v for k, v in flags.items() if ctx.get_parameter_source(k) == ParameterSource.COMMANDLINE}
+    config = load_config(config_path, **given) if config_path else SFTConfig(**flags)
+    for name in ("model", "data", "output"):
+        if not getattr(config, name):
+            raise click.UsageError(f"--{name} is required (as a flag or in --config)")
+    if quiet or int(__import__("os").environ.get("RANK", "0")) != 0:
+        train(config)
+        return
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    console = _stderr_console()
+    columns = [TextColumn("[bold]sft"), BarColumn(), TextColumn("{task.completed}/{task.total} steps"),
+               TextColumn("loss {task.fields[loss]:.4f}"), TextColumn("{task.fields[tps]:,.0f} tok/s"),
+               TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn()]
+    with Progress(*columns, console=console) as bar:
+        task = bar.add_task("sft", total=None, loss=float("nan"), tps=0.0)
+
+        def show(row: dict[str, Any]) -> None:
+            if row.get("event") == "start":
+                bar.update(task, total=row["total_steps"], completed=row["step"])
+                console.print(f"{row['train_rows']} training rows, {row['eval_rows']} held out; "
+                              f"{row['truncated']} truncated, {row['dropped']} dropped; batch: {row['effective_batch']}")
+                return
+            bar.update(task, completed=row["step"], loss=row["loss"], tps=row["tokens_per_s"])
+            if "eval_loss" in row:
+                console.print(f"step {row['step']}: eval loss {row['eval_loss']:.4f}")
+
+        out = train(config, progress=show)
+    console.print(f"wrote {out} (load it with AutoModelForCausalLM.from_pretrained)")
 
 
 if __name__ == "__main__":
