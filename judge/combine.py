@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy import optimize, special, stats
+from scipy import special
 
 from judge.errors import SpecError
 
@@ -232,6 +232,8 @@ def ascending_ranks(scores: np.ndarray, valid: np.ndarray, missing: str) -> np.n
     if missing == "last":
         x = np.where(valid[:, :, None] & np.isnan(scores), -np.inf, scores)
     x = np.where(valid[:, :, None], x, np.nan)
+    from scipy import stats  # imported here: it costs half a second at startup
+
     moved = np.moveaxis(x, 1, -1)  # rank along candidates
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
@@ -319,6 +321,8 @@ def bradley_terry(wins: np.ndarray, prior: float = 0.1, xtol: float = 1e-8) -> n
     terms, so its Hessian is block-diagonal and a Hessian-vector product costs one batched
     matmul. Newton-CG, not L-BFGS: with 10^5 terms in one sum, L-BFGS's line search runs out
     of float precision near 1e-5 in strength, Newton-CG reaches gradients near 1e-8."""
+    from scipy import optimize
+
     p, n, _ = wins.shape
     wins_t = wins.transpose(0, 2, 1)
     both = wins + wins_t

@@ -228,9 +228,16 @@ def ranked_lines(block: Block, result: Combined, judges: Sequence[str]) -> list[
             clean = {k: v for k, v in rec.items() if k not in RANK_KEYS}
             out.append((io.dumps({**clean, **keys}) + "\n").encode("utf-8"))
             continue
-        tail = "".join(f', "{k}": {json.dumps(v, allow_nan=False)}' for k, v in keys.items())
+        tail = "".join(f', "{k}": {_json_list(v)}' for k, v in keys.items())
         out.append(raw.rstrip()[:-1] + tail.encode("utf-8") + b"}\n")
     return out
+
+
+def _json_list(values: list[Any]) -> str:
+    """json.dumps of a flat list, about twice as fast for floats and ints (same text: both use repr)."""
+    if all(type(v) is float or type(v) is int for v in values):
+        return "[" + ", ".join(map(repr, values)) + "]"
+    return json.dumps(values, ensure_ascii=False, allow_nan=False)
 
 
 def _tally(summary: RankSummary, block: Block, result: Combined, judges: Sequence[str]) -> None:
