@@ -265,7 +265,7 @@ def rank_file(config: RankConfig) -> RankSummary:
     if config.chunk_prompts < 1:
         raise SpecError("--chunk-prompts must be >= 1")
     judges = file_judges(config.input)
-    use, _, _ = cc.plan(judges)
+    use, _, _ = cc.plan(judges) if judges else ([], None, None)  # an empty file ranks to an empty file
     moments = None
     if cc.method == "global-z":
         moments = Moments.empty(len(judges))

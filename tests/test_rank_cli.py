@@ -176,3 +176,10 @@ def test_bestofn_reranks_in_memory_without_files(tmp_path, monkeypatch):
     assert picks[1].accepted is False and picks[1].index is None and picks[1].reason.startswith("all-bad")
     assert sorted(picks[1].ranking) == [0, 1]
     assert list(tmp_path.iterdir()) == []  # nothing written
+
+
+def test_an_empty_scored_file_ranks_to_an_empty_file(tmp_path):
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    assert invoke("rank", empty, "-o", tmp_path / "r.jsonl", "-q").exit_code == 0
+    assert (tmp_path / "r.jsonl").read_text() == "" and (tmp_path / "r.jsonl.config.json").exists()
