@@ -56,8 +56,8 @@ class RewardModelOptions:
     """Tokens per sequence; default the model's maximum positions."""
     truncation: str = "left"
     """left: drop the start (keep the end of the response, where the score is read) | right."""
-    batch_tokens: int = 16384
-    """Token budget per forward batch (rows x longest row)."""
+    batch_tokens: int | None = None
+    """Token budget per forward batch (rows x longest row); default 2048 on CPU, 32768 on a GPU."""
     batch_size: int = 256
     """At most this many sequences per forward batch."""
     padding: str = "right"
@@ -105,12 +105,15 @@ class RewardModelJudge(BaseJudge):
                                     ("step_reduce", o.step_reduce, {"min", "prod", "last", "mean"})):
             if value not in allowed:
                 raise SpecError(f"rm: {key}={value!r}; expected one of {', '.join(sorted(allowed))}")
-        if o.batch_tokens < 1 or o.batch_size < 1:
+        if (o.batch_tokens is not None and o.batch_tokens < 1) or o.batch_size < 1:
             raise SpecError("rm: batch_tokens and batch_size must be positive")
         self.path = resolve_path(spec.target)
         self.device = resolve_device(o.device)
         self.dtype = resolve_dtype(o.dtype, self.device)
         set_cpu_threads(self.device, o.threads)
+        # A CPU gains nothing from batches past a few thousand tokens and a small budget keeps
+        # neighbours close in length (less padding); a GPU needs large batches to be busy.
+        self.batch_tokens = o.batch_tokens or (2048 if self.device == "cpu" else 32768)
         self.tokenizer = load_tokenizer(self.path, o.trust_remote_code)
         self.model, self.pooling, self._base = load_model(self.path, self.dtype, self.device, o.attn,
                                                           o.trust_remote_code)
@@ -173,7 +176,8 @@ class RewardModelJudge(BaseJudge):
                     texts.append(None)
             good = [t for t in texts if t is not None]
             # the template already holds BOS where the model wants it: add nothing more
-            enc = tok(good, add_special_tokens=False, return_offsets_mapping=tags) if good else {"input_ids": []}
+            enc = (tok(good, add_special_tokens=False, return_offsets_mapping=tags, verbose=False) if good
+                   else {"input_ids": []})
             j = 0
             for i, text in enumerate(texts):
                 if text is None:
@@ -188,7 +192,7 @@ class RewardModelJudge(BaseJudge):
                 raw.append((list(enc["input_ids"][j]), None, in_resp))
                 j += 1
         else:
-            enc = tok([it.prompt_text for it in items], list(responses), add_special_tokens=True)
+            enc = tok([it.prompt_text for it in items], list(responses), add_special_tokens=True, verbose=False)
             types = enc.get("token_type_ids")
             for j, ids in enumerate(enc["input_ids"]):
                 in_resp = [sid == 1 for sid in enc.sequence_ids(j)] if tags else None
@@ -215,7 +219,7 @@ class RewardModelJudge(BaseJudge):
         """Per sequence, per read position, the head's outputs; batched, in input order."""
         lengths = [len(s.ids) for s in seqs]
         side = self.options.padding if self.pooling == "last" else "right"
-        batches = plan_batches(lengths, self.options.batch_tokens, self.options.batch_size)
+        batches = plan_batches(lengths, self.batch_tokens, self.options.batch_size)
         results: list[list[list[float]] | None] = [None] * len(seqs)
         start = time.perf_counter()
         for batch in batches:
