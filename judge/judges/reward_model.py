@@ -58,8 +58,8 @@ class RewardModelOptions:
     """left: drop the start (keep the end of the response, where the score is read) | right."""
     batch_tokens: int | None = None
     """Token budget per forward batch (rows x longest row); default 2048 on CPU, 32768 on a GPU."""
-    batch_size: int = 256
-    """At most this many sequences per forward batch."""
+    batch_size: int = 1024
+    """At most this many sequences per forward batch (the token budget usually binds first)."""
     padding: str = "right"
     """Padding side; scores do not depend on it (encoders always pad right for their CLS)."""
     template: str = "auto"
