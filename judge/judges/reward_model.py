@@ -362,13 +362,13 @@ class RewardModelJudge(BaseJudge):
 
     # ------------------------------------------------------------------ reporting
     def summary(self) -> dict[str, Any]:
-        """Truncated count, tokens, padding waste and speed of this run (summary table)."""
+        """Truncated candidates, padding waste (pad / real tokens) and forward tokens/s of this run."""
         s = self.stats
-        out: dict[str, Any] = {"truncated": s["truncated"], "tokens": s["tokens"]}
+        out: dict[str, Any] = {"truncated": s["truncated"]}
         if s["tokens"]:
             out["padding waste"] = round((s["padded"] - s["tokens"]) / s["tokens"], 4)
         if s["seconds"] > 0:
-            out["tokens/s"] = round(s["tokens"] / s["seconds"], 1)
+            out["tokens/s"] = int(s["tokens"] / s["seconds"])
         return out
 
     def summary_state(self) -> dict[str, Any]:
