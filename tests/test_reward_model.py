@@ -301,14 +301,13 @@ def test_fingerprint_tracks_weights_and_score_options_only(tiny_models, tmp_path
     assert load_judge(f"rm:{base},truncation=right").fingerprint != fp
     copy = tmp_path / "gpt2-rm-copy"
     shutil.copytree(base, copy)
-    same = load_judge(f"rm:{copy}").fingerprint
-    assert same.split(":")[-1] == fp.split(":")[-1]  # a copy of the same files is the same model
+    assert load_judge(f"rm:{copy}").fingerprint == fp  # a copy of the same files is the same model
     from safetensors.torch import load_file, save_file
 
     weights = load_file(str(copy / "model.safetensors"))
     weights["score.weight"] = weights["score.weight"] + 0.01
     save_file(weights, str(copy / "model.safetensors"), metadata={"format": "pt"})
-    assert load_judge(f"rm:{copy}").fingerprint.split(":")[-1] != fp.split(":")[-1]
+    assert load_judge(f"rm:{copy}").fingerprint != fp
 
 
 def test_plan_batches_respects_budget_and_covers_everything():
@@ -319,6 +318,18 @@ def test_plan_batches_respects_budget_and_covers_everything():
         assert len(b) <= 4
         assert len(b) == 1 or len(b) * max(lengths[i] for i in b) <= 600
     assert [lengths[b[0]] for b in batches] == sorted((lengths[b[0]] for b in batches), reverse=True)
+
+
+@pytest.mark.gpu
+def test_cuda_scores_match_cpu_and_auto_picks_bf16(tiny_models, judges):
+    batch = items()
+    cpu = values(judges("llama-rm").score_batch(batch))
+    gpu32 = load_judge(f"rm:{tiny_models['llama-rm']},device=cuda,dtype=fp32")
+    assert close(values(gpu32.score_batch(batch)), cpu, tol=1e-3)
+    auto = load_judge(f"rm:{tiny_models['llama-rm']}")
+    assert auto.device.startswith("cuda")
+    assert auto.dtype == ("bfloat16" if torch.cuda.is_bf16_supported() else "float32")
+    assert close(values(auto.score_batch(batch)), cpu, tol=0.05)
 
 
 # ----------------------------------------------------------------------------- CLI

@@ -150,7 +150,7 @@ class RewardModelJudge(BaseJudge):
         opts.update(dtype=self.dtype, max_length=self.max_length, weights=self.weights, attn=self.options.attn)
         ident = {"kind": self.kind, "version": self.version, "model": self.digest, "options": opts}
         digest = hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:16]
-        return f"rm:{self.spec.target}:{digest}"
+        return f"rm:{digest}"  # no path in it: the same files under another path reuse the store
 
     # ------------------------------------------------------------------ formatting
     def _messages(self, item: Item, response: str) -> list[dict[str, Any]]:
