@@ -5,7 +5,7 @@ the shared SQLite store, and rank 0 then runs the ordinary single-process pipeli
 finds every score in the store and writes the one output in input order. So the merge, the
 resume after a crash and the output format are exactly those of a 1-process run; only
 failed items (never stored) are retried by rank 0. torchrun is the launcher: nothing here
-starts processes."""
+starts processes. Across nodes, the store and output must be on a disk every node sees."""
 
 from __future__ import annotations
 
@@ -50,6 +50,9 @@ def process_group() -> Iterator[None]:
     if dist.is_initialized():
         yield
         return
+    if torch.cuda.is_available():  # each rank on its own GPU, never all on cuda:0
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")) % torch.cuda.device_count())
+    # object collectives and barriers go over gloo (CPU); nccl serves any CUDA tensors
     backend = "cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo"
     dist.init_process_group(backend=backend)
     try:
