@@ -16,7 +16,6 @@ import json
 import math
 import os
 import socket
-import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
@@ -363,9 +362,6 @@ def _server(app: Any) -> Any:
 
 def serve_forever(app: Any, sock: socket.socket) -> None:
     """Run an app from create_app until interrupted (the CLI's `judge serve`)."""
-    # The model thread drops and retakes the GIL around every torch op; with the default 5 ms
-    # switch interval each retake can wait behind the HTTP thread for 5 ms (a convoy).
-    sys.setswitchinterval(float(os.environ.get("JUDGE_SERVE_SWITCH", "0.0005")))
     _server(app).run(sockets=[sock])
 
 
