@@ -135,7 +135,7 @@ class RewardModelJudge(BaseJudge):
         self.digest = model_digest(self.path)
         self.stats = {"sequences": 0, "truncated": 0, "tokens": 0, "padded": 0, "seconds": 0.0}
 
-    # ------------------------------------------------------------------ loading
+    # ------------------------------------------------------------------ step tags
     def _tag_id(self, tag: str) -> int:
         ids = self.tokenizer(tag, add_special_tokens=False)["input_ids"]
         if len(ids) != 1:
