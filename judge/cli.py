@@ -415,9 +415,11 @@ def data_convert(input_path: str, fmt: str, output: str, gpt: str | None, order:
 @click.option("--api-key-env", default=None, metavar="VAR", help="Require 'Authorization: Bearer $VAR' (401 otherwise).")
 @click.option("--max-batch-items", type=int, default=64, show_default=True, help="Items per forward pass; 1 turns batching off.")
 @click.option("--batch-wait-ms", type=float, default=5.0, show_default=True, help="How long a request waits to share a batch.")
+@click.option("--max-batch-tokens", type=int, default=32768, show_default=True, help="Rough token budget per batch.")
 @click.option("--max-body-bytes", type=int, default=2_000_000, show_default=True, help="Larger bodies get 413.")
+@click.option("--model-name", default=None, help="Model id in /v1/models and responses (default: the judge's target).")
 def serve(judge_spec: str, host: str, port: int, api_key_env: str | None, max_batch_items: int,
-          batch_wait_ms: float, max_body_bytes: int) -> None:
+          batch_wait_ms: float, max_batch_tokens: int, max_body_bytes: int, model_name: str | None) -> None:
     """Serve a judge over HTTP: OpenAI-compatible /v1/chat/completions (Nemotron reward shapes),
     OpenRLHF /get_reward, /v1/models and /health, with dynamic batching.
 
@@ -430,7 +432,8 @@ def serve(judge_spec: str, host: str, port: int, api_key_env: str | None, max_ba
     from judge.serve import ServeConfig, bind, create_app, serve_forever
 
     config = ServeConfig(judge=judge_spec, host=host, port=port, api_key_env=api_key_env,
-                         max_batch_items=max_batch_items, batch_wait_ms=batch_wait_ms, max_body_bytes=max_body_bytes)
+                         max_batch_items=max_batch_items, batch_wait_ms=batch_wait_ms, max_batch_tokens=max_batch_tokens,
+                         max_body_bytes=max_body_bytes, model_name=model_name)
     judge = load_judge(judge_spec)
     try:
         app = create_app(judge, config)

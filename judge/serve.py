@@ -27,9 +27,8 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from judge.errors import JudgeError, SpecError
+from judge.judges._reward_formats import HELPSTEER2
 from judge.records import Item, Score
-
-HELPSTEER2 = ("helpfulness", "correctness", "coherence", "complexity", "verbosity")
 
 
 @dataclass
