@@ -310,3 +310,24 @@ def test_max_requests_counts_retries_and_stops_resumably(tmp_path):
         assert first.exit_code == 1 and "--max-requests 10" in first.output
         assert len(server.state.bodies) == 10
         assert len(read_lines(out)) == 1  # 3 requests per item: the first group's 2 items fit in 10
+
+
+def test_retry_after_forms():
+    from email.utils import formatdate
+
+    from judge.judges._http import parse_retry_after
+
+    assert parse_retry_after({"retry-after": "3"}) == 3.0
+    assert parse_retry_after({"retry-after-ms": "250", "retry-after": "9"}) == 0.25
+    assert 8 <= parse_retry_after({"retry-after": formatdate(time.time() + 10, usegmt=True)}) <= 10.5
+    assert parse_retry_after({"retry-after": "soon"}) is None and parse_retry_after({}) is None
+
+
+def test_a_retry_after_longer_than_max_wait_fails_the_item_instead_of_sleeping():
+    with FakeServer() as server:
+        judge = load_judge(f"nemotron:m@{server.url},{FAST},max_wait=0.5")
+        start = time.monotonic()
+        (score,) = judge.score_batch([Item("q", "[429:5:30] come back in 30 s")])
+        judge.close()
+    assert score.value is None and "asked to wait 30s" in score.error
+    assert time.monotonic() - start < 10
