@@ -324,16 +324,18 @@ def bradley_terry(wins: np.ndarray, prior: float = 0.1, xtol: float = 1e-8) -> n
     from scipy import optimize
 
     p, n, _ = wins.shape
-    wins_t = wins.transpose(0, 2, 1)
-    both = wins + wins_t
+    both = wins + wins.transpose(0, 2, 1)
+    won = wins.sum(-1)
     cache: dict[str, np.ndarray] = {}
 
     def objective(x: np.ndarray) -> tuple[float, np.ndarray]:
         theta = x.reshape(p, n)
         d = theta[:, :, None] - theta[:, None, :]
-        nll = -(wins * special.log_expit(d)).sum() + 0.5 * prior * (theta**2).sum()
         e = special.expit(d)
-        grad = (wins_t * e - wins * (1.0 - e)).sum(-1) + prior * theta
+        # log(expit) from e, not log_expit (3x slower): |d| stays far from where e underflows.
+        nll = -(wins * np.log(np.maximum(e, 1e-300))).sum() + 0.5 * prior * (theta**2).sum()
+        # sum_b W_ba e_ab - W_ab (1 - e_ab) = sum_b (W_ab + W_ba) e_ab - sum_b W_ab
+        grad = (both * e).sum(-1) - won + prior * theta
         curv = both * e * (1.0 - e)  # the Hessian at x, kept for hessp
         cache.update(x=x.copy(), curv=curv, diag=curv.sum(-1) + prior)
         return float(nll), grad.ravel()
