@@ -203,7 +203,8 @@ def test_full_shared_file(fmt: str, rel: str, records: int, candidates: int | No
 
 def test_full_pandalm_gpt_join_and_inter_annotator_kappa() -> None:
     """The published PandaLM inter-annotator kappa is 0.85-0.88; our reading must reproduce it."""
-    from judge.agreement import AgreeConfig, human_ceiling, labelled_from_record
+    from judge.agreement import AgreeConfig, human_ceiling
+    from judge.labels import labelled_from_record
 
     recs = list(convert("pandalm", shared_file("pandalm/testset-v1.json"),
                         gpt=shared_file("pandalm/gpt-3.5-turbo-testset-v1.json")))
