@@ -339,7 +339,9 @@ def best_of_n_file(config: BestOfNConfig) -> SelectSummary:
     config.select.validate()
     summary = SelectSummary()
     Path(config.output).parent.mkdir(parents=True, exist_ok=True)
-    outs = [io.JsonlWriter(config.output)]
+    resolved = {"command": "best-of-n", "config": dataclasses.asdict(config)}
+    io.write_json(config.config_path(), resolved)  # again with the summary at the end
+    accepted = io.JsonlWriter(config.output)
     pairs = io.JsonlWriter(config.pairs) if config.pairs else None
     rejected = io.JsonlWriter(config.rejected) if config.rejected else None
     try:
@@ -347,18 +349,17 @@ def best_of_n_file(config: BestOfNConfig) -> SelectSummary:
             sel = select_group(rec, config.select, (config.input, lineno))
             summary.add(sel)
             for row in sel.accepted:
-                outs[0].write(row)
+                accepted.write(row)
             if pairs is not None:
                 for row in sel.pairs:
                     pairs.write(row)
             if rejected is not None and sel.reason is not None:
                 rejected.write({**rec, "reject_reason": sel.reason})
     finally:
-        for w in (outs[0], pairs, rejected):
+        for w in (accepted, pairs, rejected):
             if w is not None:
                 w.close()
-    io.write_json(config.config_path(), {"command": "best-of-n", "config": dataclasses.asdict(config),
-                                         "summary": summary.as_dict()})
+    io.write_json(config.config_path(), {**resolved, "summary": summary.as_dict()})
     return summary
 
 
