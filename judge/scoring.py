@@ -122,9 +122,7 @@ def score_groups(
         for i, key in enumerate(jkeys):
             if key not in known and key not in todo:
                 todo[key] = i
-        fresh = _run_judge(judge, [items[i] for i in todo.values()])
-        if store is not None:
-            store.put_many(judge.fingerprint, zip(todo.keys(), fresh))
+        fresh = _run_judge(judge, [items[i] for i in todo.values()], list(todo), store)
         results = {**known, **dict(zip(todo.keys(), fresh))}
         scores = [results[k] for k in jkeys]
         per_judge[judge.name] = scores
@@ -151,8 +149,12 @@ def _clean(value: float | None) -> float | None:
     return float(value)
 
 
-def _run_judge(judge: Judge, items: list[Any]) -> list[Score]:
-    """Call the judge in its preferred batch size; a crash in one batch fails only that batch."""
+def _run_judge(judge: Judge, items: list[Any], keys: list[str], store: ScoreStore | None) -> list[Score]:
+    """Call the judge in its preferred batch size; a crash in one batch fails only that batch.
+
+    Each batch goes to the store as soon as it is scored, so a slow judge (an endpoint at
+    40 requests/min) that is killed or stopped by its circuit breaker mid-chunk loses none
+    of the calls it already paid for."""
     out: list[Score] = []
     size = max(1, int(getattr(judge, "batch_size", 256)))
     for start in range(0, len(items), size):
@@ -168,6 +170,8 @@ def _run_judge(judge: Judge, items: list[Any]) -> list[Score]:
         for s in scores:
             if s.value is not None and not math.isfinite(s.value):
                 s.error, s.value = f"non-finite score {s.value}", None
+        if store is not None:
+            store.put_many(judge.fingerprint, zip(keys[start : start + size], scores))
         out.extend(scores)
     return out
 

@@ -123,6 +123,29 @@ def test_resume_after_sigkill_equals_uninterrupted_run(tmp_path, kill_fraction):
     assert len(keys) == len(set(keys)) == n * 4  # nothing scored twice across the kill
 
 
+def test_kill_inside_a_chunk_keeps_the_batches_already_scored(tmp_path):
+    """A slow judge killed before its chunk is written must not pay for those batches again."""
+    inp = make_input(tmp_path / "c.jsonl", 100)
+    out, log = tmp_path / "out.jsonl", tmp_path / "calls.log"
+    args = ["--judge", f"{COUNTING},log={log},delay=0.01", "--chunk-items", "1000", "-q"]
+    proc = subprocess.Popen([sys.executable, "-m", "judge", "score", str(inp), "-o", str(out), *args], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 60
+    while time.time() < deadline and proc.poll() is None:
+        if log.exists() and len(log.read_text().splitlines()) >= 120:
+            break
+        time.sleep(0.005)
+    assert proc.poll() is None
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not out.exists() or out.stat().st_size == 0  # one chunk: nothing written yet
+    before = len(log.read_text().splitlines())
+    assert run_cli("score", str(inp), "-o", str(out), *args).returncode == 0
+    keys = log.read_text().splitlines()
+    assert len(keys) == len(set(keys)) == 400 and before >= 120
+    assert len(lines(out)) == 100
+
+
 def test_resume_refuses_output_of_a_different_run(tmp_path):
     inp = make_input(tmp_path / "c.jsonl", 5)
     out = tmp_path / "o.jsonl"
