@@ -392,10 +392,14 @@ def train(config: SFTConfig, progress: Progress | None = None) -> Path:
     steps_per_epoch = len(plan_steps(train_ex, 0, config.seed, config.batch_size, config.batch_tokens))
     total_steps = config.max_steps if config.max_steps > 0 else steps_per_epoch * config.epochs
 
+    plans: dict[int, list[list[int]]] = {}
+
     def step_batches(step: int) -> list[Batch]:
         epoch, k = divmod(step, steps_per_epoch)
-        plan = plan_steps(train_ex, epoch, config.seed, config.batch_size, config.batch_tokens)
-        share = rank_share(plan[k], train_ex, env.rank, env.world)
+        if epoch not in plans:
+            plans.clear()  # one epoch's plan at a time
+            plans[epoch] = plan_steps(train_ex, epoch, config.seed, config.batch_size, config.batch_tokens)
+        share = rank_share(plans[epoch][k], train_ex, env.rank, env.world)
         return micro_batches(share, train_ex, config.micro_batch_size, config.packing, config.max_length, pad_id)
 
     eval_batches = micro_batches(rank_share(list(range(len(eval_ex))), eval_ex, env.rank, env.world), eval_ex,
@@ -423,9 +427,9 @@ def train(config: SFTConfig, progress: Progress | None = None) -> Path:
 
     metrics = _Metrics(out / "metrics.jsonl", env.rank == 0, start_step)
     start = {"event": "start", "step": start_step, "total_steps": total_steps, "world": env.world,
-                   "rows": len(data.examples) + data.dropped, "train_rows": len(train_ex), "eval_rows": len(eval_ex),
-                   "truncated": data.truncated, "dropped": data.dropped, "fast_loss": loss_module.fast,
-                   "effective_batch": _batch_words(config, env), "bf16": bf16}
+             "rows": len(data.examples) + data.dropped, "train_rows": len(train_ex), "eval_rows": len(eval_ex),
+             "truncated": data.truncated, "dropped": data.dropped, "fast_loss": loss_module.fast,
+             "effective_batch": _batch_words(config, env), "bf16": bf16}
     metrics.write(start)
     if progress is not None and env.rank == 0:
         progress(start)
@@ -437,7 +441,7 @@ def train(config: SFTConfig, progress: Progress | None = None) -> Path:
         # accumulation, packing and the number of processes never change the loss or the update.
         step_targets = _all_sum(float(sum(int((b.labels[:, 1:] != -100).sum()) for b in batches)), env)
         step_tokens = int(_all_sum(float(sum(b.tokens for b in batches)), env))
-        loss_sum = 0.0
+        loss_sum = torch.zeros((), device=env.device)  # summed on the device: one host sync per step, not per pass
         for i, b in enumerate(batches):
             sync = i == len(batches) - 1
             ctx = runner.no_sync() if env.distributed and not sync else _null()
@@ -445,7 +449,7 @@ def train(config: SFTConfig, progress: Progress | None = None) -> Path:
                 loss = runner(**_to(b, env.device))
             # DDP averages gradients over ranks; scaling by world makes it their sum.
             (loss * (env.world / max(step_targets, 1.0))).backward()
-            loss_sum += float(loss.detach())
+            loss_sum += loss.detach()
         if not batches and env.distributed:  # a rank with no example this step still joins the all-reduce
             with autocast():
                 (runner(**_to(_empty_batch(pad_id), env.device)) * 0.0).backward()
@@ -458,7 +462,7 @@ def train(config: SFTConfig, progress: Progress | None = None) -> Path:
         tokens_seen += step_tokens
         window_tokens += step_tokens
         done = step + 1
-        row: dict[str, Any] = {"step": done, "loss": _all_sum(loss_sum, env) / max(step_targets, 1.0),
+        row: dict[str, Any] = {"step": done, "loss": _all_sum(float(loss_sum), env) / max(step_targets, 1.0),
                                "lr": lr, "grad_norm": float(grad_norm),
                                "tokens": tokens_seen, "epoch": round(done / steps_per_epoch, 4)}
         now = time.perf_counter()

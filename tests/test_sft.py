@@ -79,10 +79,10 @@ def test_completion_only_masking_token_by_token(tiny_models, tmp_path, arch):
             tail = tok.apply_chat_template(prompt + completion, tokenize=False)[len(head):]
         n_prompt = len(tok(head, add_special_tokens=isinstance(prompt, str))["input_ids"])
         # Token by token: every prompt token is masked, every completion token is its own label.
-        for i, (token, label) in enumerate(zip(ex.input_ids, ex.labels)):
+        for i, (token, label) in enumerate(zip(ex.input_ids.tolist(), ex.labels.tolist())):
             assert label == (IGNORE if i < n_prompt else token), (i, token, label)
-        assert tok.decode(ex.input_ids[:n_prompt]) == head
-        assert tok.decode(ex.input_ids[n_prompt:-1]) == tail
+        assert tok.decode(ex.input_ids[:n_prompt].tolist()) == head
+        assert tok.decode(ex.input_ids[n_prompt:-1].tolist()) == tail
         assert ex.input_ids[-1] == tok.eos_token_id  # EOS appended and learned
         if not isinstance(prompt, str):
             assert tail.startswith(completion[0]["content"]) and tail.endswith("<|end|>\n")
@@ -128,9 +128,9 @@ def test_packed_loss_equals_unpacked_loss(tiny_models, tmp_path, arch):
     # The reference: each example alone, through the model's own forward and loss.
     ref = 0.0
     for ex in exs:
-        labels = torch.tensor([ex.labels])
+        labels = torch.tensor([ex.labels.tolist()])
         with torch.no_grad():
-            out = model(input_ids=torch.tensor([ex.input_ids]), labels=labels)
+            out = model(input_ids=torch.tensor([ex.input_ids.tolist()]), labels=labels)
         ref += float(out.loss) * int((labels[:, 1:] != IGNORE).sum())
     assert packed == pytest.approx(ref, rel=1e-5)
 
