@@ -27,6 +27,8 @@ _LAZY = {
     "Selection": "judge.bestofn:Selection",
     "agree": "judge.agreement:agree_records",
     "convert": "judge.datasets:convert",
+    "train_sft": "judge.sft:train",
+    "SFTConfig": "judge.sft:SFTConfig",
 }
 
 __all__ = sorted(_LAZY)
