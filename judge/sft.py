@@ -378,13 +378,14 @@ def train(config: SFTConfig, progress: Progress | None = None) -> Path:
 
     env = _setup(config)
     out = Path(config.output)
+    rows = read_rows(config.data)  # bad input fails here, before OUT is touched
     _check_output(out, config, env)
     torch.manual_seed(config.seed)
     random.seed(config.seed)
 
     # Data: read and tokenise once; the step plan then depends only on the seed and epoch.
     model, tokenizer = _load_model(config, env)
-    data = tokenise(tokenizer, read_rows(config.data), config.max_length)
+    data = tokenise(tokenizer, rows, config.max_length)
     if not data.examples:
         raise JudgeError(f"{config.data}: every row's prompt fills max_length={config.max_length}; raise it")
     train_ex, eval_ex = split_eval(data.examples, config.eval_rows, config.seed)

@@ -275,6 +275,7 @@ def test_bad_rows_name_file_and_line(tiny_models, tmp_path, bad, where):
     assert result.exit_code == 2
     assert f"{data}{where}" in result.output
     assert "Traceback" not in result.output
+    assert not (tmp_path / "o").exists()  # nothing written: the fixed file reruns without --overwrite
 
 
 def test_a_file_with_no_rows_is_an_error(tmp_path):
