@@ -376,6 +376,16 @@ def train(config: SFTConfig, progress: Progress | None = None) -> Path:
     """Fine-tune config.model on config.data; returns OUT, which AutoModelForCausalLM loads."""
     import torch
 
+    threads = torch.get_num_threads()
+    try:
+        return _train(config, progress)
+    finally:
+        torch.set_num_threads(threads)  # a library call leaves the caller's thread count as it found it
+
+
+def _train(config: SFTConfig, progress: Progress | None) -> Path:
+    import torch
+
     env = _setup(config)
     out = Path(config.output)
     rows = read_rows(config.data)  # bad input fails here, before OUT is touched
