@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -31,10 +32,17 @@ def test_two_process_torchrun_trains_like_one_process(tiny_models, tmp_path):
     for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(key, None)
     flags = [f"--{k.replace('_', '-')}={v}" for k, v in options.items()]
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                           "-m", "judge", "sft", "--model", str(tiny_models["llama-lm"]), "--data", str(data),
-                           "-o", str(out), "-q", *flags], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    # Its own session, so a hang kills torchrun and both ranks, not only the launcher.
+    proc = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                             "-m", "judge", "sft", "--model", str(tiny_models["llama-lm"]), "--data", str(data),
+                             "-o", str(out), "-q", *flags], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        _, stderr = proc.communicate(timeout=300)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        raise
+    assert proc.returncode == 0, stderr[-3000:]
 
     # One model, written once by rank 0, and a log that states the effective batch.
     assert sorted(p.name for p in out.glob("*.safetensors")) == ["model.safetensors"]
