@@ -20,6 +20,7 @@ from typing import Any
 
 from judge.errors import JudgeError
 from judge.sft_data import Batch, micro_batches, plan_steps, rank_share, read_rows, split_eval, tokenise
+from judge.sft_runtime import Env, all_sum, barrier, load_checkpoint, save_checkpoint, setup
 
 
 @dataclass
@@ -188,53 +189,7 @@ def _to(batch: Batch, device: Any) -> dict[str, Any]:
     return out
 
 
-@dataclass
-class _Env:
-    """Where this process runs: device, rank and world size, and whether it is torchrun's."""
-
-    device: Any
-    rank: int
-    world: int
-    local_world: int
-    distributed: bool
-
-
-def _setup(config: SFTConfig) -> _Env:
-    import torch
-
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", str(world)))
-    if torch.cuda.is_available():
-        device = torch.device("cuda", local_rank)
-        torch.cuda.set_device(device)
-    else:
-        device = torch.device("cpu")
-        # Threads are set on purpose: with N processes on a node each keeping torch's default
-        # (all cores), they oversubscribe the CPU and a step gets many times slower.
-        torch.set_num_threads(config.threads or max(1, (os.cpu_count() or 1) // local_world))
-    if world > 1:
-        import torch.distributed as dist
-
-        if not dist.is_initialized():
-            dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-    return _Env(device, rank, world, local_world, world > 1)
-
-
-def _all_sum(value: float, env: _Env) -> float:
-    """The sum of a number over ranks (itself outside torchrun)."""
-    if not env.distributed:
-        return value
-    import torch
-    import torch.distributed as dist
-
-    t = torch.tensor([value], dtype=torch.float64, device=env.device)
-    dist.all_reduce(t)
-    return float(t.item())
-
-
-def _load_model(config: SFTConfig, env: _Env) -> tuple[Any, Any]:
+def _load_model(config: SFTConfig, env: Env) -> tuple[Any, Any]:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -270,97 +225,11 @@ def _optimizer(model: Any, config: SFTConfig) -> Any:
     return torch.optim.AdamW(groups, lr=config.lr, betas=config.adam_betas, fused=fused)
 
 
-# ---------------------------------------------------------------- checkpoints (exact resume)
-def _rng_state() -> dict[str, Any]:
-    import numpy as np
-    import torch
-
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state()
-    return state
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    import numpy as np
-    import torch
-
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state(state["cuda"])
-
-
-def _resume_key(config: SFTConfig) -> dict[str, Any]:
-    """The options a checkpoint must agree with (bookkeeping flags may differ)."""
-    skip = {"resume", "overwrite", "checkpoint_every", "keep_checkpoint", "log_every", "threads", "eval_every"}
-    return {k: v for k, v in json.loads(json.dumps(config.to_json())).items() if k not in skip}
-
-
-def save_checkpoint(out: Path, model: Any, optimizer: Any, scheduler: Any, step: int, tokens: int,
-                    config: SFTConfig, env: _Env) -> None:
-    """Write OUT/checkpoint atomically (a new folder renamed over the old one): a kill never leaves half of one."""
-    import torch
-
-    tmp, final = out / "checkpoint.tmp", out / "checkpoint"
-    if env.rank == 0:
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-    _barrier(env)
-    # Each rank's RNG (dropout) state; everything else is identical on all ranks, so rank 0 writes it.
-    torch.save(_rng_state(), tmp / f"rng-{env.rank}.pt")
-    if env.rank == 0:
-        torch.save({"model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-                    "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, tmp / "state.pt")
-        (tmp / "position.json").write_text(json.dumps(
-            {"step": step, "tokens": tokens, "world": env.world, "config": _resume_key(config)}, indent=1))
-    _barrier(env)
-    if env.rank == 0:
-        old = out / "checkpoint.old"
-        if final.exists():
-            final.rename(old)
-        tmp.rename(final)
-        shutil.rmtree(old, ignore_errors=True)
-    _barrier(env)
-
-
-def load_checkpoint(out: Path, model: Any, optimizer: Any, scheduler: Any, config: SFTConfig, env: _Env) -> tuple[int, int]:
-    """Restore a checkpoint; returns (steps done, tokens seen). Refuses one made with other options."""
-    import torch
-
-    ckpt = out / "checkpoint"
-    if not (ckpt / "position.json").exists() and (out / "checkpoint.old" / "position.json").exists():
-        ckpt = out / "checkpoint.old"  # killed between the two renames of save_checkpoint
-    position = json.loads((ckpt / "position.json").read_text())
-    want = _resume_key(config)
-    diff = sorted(k for k in set(want) | set(position["config"]) if want.get(k) != position["config"].get(k))
-    if diff:
-        raise JudgeError(f"{ckpt} was written with other options ({', '.join(diff)}); resume with the same "
-                         "options, or start afresh with --overwrite")
-    if position["world"] != env.world:
-        raise JudgeError(f"{ckpt} was written by {position['world']} process(es), this run has {env.world}: "
-                         "the data split would differ; resume with the same number of processes")
-    state = torch.load(ckpt / "state.pt", map_location="cpu", weights_only=False)
-    model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    _set_rng_state(torch.load(ckpt / f"rng-{env.rank}.pt", weights_only=False))
-    return int(position["step"]), int(position["tokens"])
-
-
-def _barrier(env: _Env) -> None:
-    if env.distributed:
-        import torch.distributed as dist
-
-        dist.barrier()
-
-
 # ---------------------------------------------------------------- the loop
 Progress = Callable[[dict[str, Any]], None]
 
 
-def _evaluate(loss_module: Any, batches: list[Batch], env: _Env, autocast: Any) -> float:
+def _evaluate(loss_module: Any, batches: list[Batch], env: Env, autocast: Any) -> float:
     """Mean completion-token loss on this rank's held-out batches, summed over ranks."""
     import torch
 
@@ -371,7 +240,7 @@ def _evaluate(loss_module: Any, batches: list[Batch], env: _Env, autocast: Any) 
             total += float(loss_module(**_to(b, env.device)))
             count += float((b.labels[:, 1:] != -100).sum())
     loss_module.train()
-    total, count = _all_sum(total, env), _all_sum(count, env)
+    total, count = all_sum(total, env), all_sum(count, env)
     return total / max(count, 1.0)
 
 
@@ -389,7 +258,7 @@ def train(config: SFTConfig, progress: Progress | None = None) -> Path:
 def _train(config: SFTConfig, progress: Progress | None) -> Path:
     import torch
 
-    env = _setup(config)
+    env = setup(config)
     out = Path(config.output)
     rows = read_rows(config.data)  # bad input fails here, before OUT is touched
     _check_output(out, config, env)
@@ -453,8 +322,8 @@ def _train(config: SFTConfig, progress: Progress | None) -> Path:
         batches = step_batches(step)
         # Normalise by the completion tokens of the whole step on all ranks, so that
         # accumulation, packing and the number of processes never change the loss or the update.
-        step_targets = _all_sum(float(sum(int((b.labels[:, 1:] != -100).sum()) for b in batches)), env)
-        step_tokens = int(_all_sum(float(sum(b.tokens for b in batches)), env))
+        step_targets = all_sum(float(sum(int((b.labels[:, 1:] != -100).sum()) for b in batches)), env)
+        step_tokens = int(all_sum(float(sum(b.tokens for b in batches)), env))
         loss_sum = torch.zeros((), device=env.device)  # summed on the device: one host sync per step, not per pass
         for i, b in enumerate(batches):
             sync = i == len(batches) - 1
@@ -476,7 +345,7 @@ def _train(config: SFTConfig, progress: Progress | None) -> Path:
         tokens_seen += step_tokens
         window_tokens += step_tokens
         done = step + 1
-        row: dict[str, Any] = {"step": done, "loss": _all_sum(float(loss_sum), env) / max(step_targets, 1.0),
+        row: dict[str, Any] = {"step": done, "loss": all_sum(float(loss_sum), env) / max(step_targets, 1.0),
                                "lr": lr, "grad_norm": float(grad_norm),
                                "tokens": tokens_seen, "epoch": round(done / steps_per_epoch, 4)}
         now = time.perf_counter()
@@ -494,7 +363,7 @@ def _train(config: SFTConfig, progress: Progress | None) -> Path:
 
     if env.rank == 0:
         _save_final(model, tokenizer, out, config)
-    _barrier(env)
+    barrier(env)
     if env.distributed:
         import torch.distributed as dist
 
@@ -502,7 +371,7 @@ def _train(config: SFTConfig, progress: Progress | None) -> Path:
     return out
 
 
-def _batch_words(config: SFTConfig, env: _Env) -> str:
+def _batch_words(config: SFTConfig, env: Env) -> str:
     per = f"{config.batch_tokens} tokens" if config.batch_tokens > 0 else f"{config.batch_size} examples"
     unit = "packed rows" if config.packing else "examples"
     return f"{per} per step = {env.world} process(es) x micro-batches of <= {config.micro_batch_size} {unit}"
@@ -541,7 +410,7 @@ class _Metrics:
                 fh.write(json.dumps(row) + "\n")
 
 
-def _check_output(out: Path, config: SFTConfig, env: _Env) -> None:
+def _check_output(out: Path, config: SFTConfig, env: Env) -> None:
     """Refuse to mix two runs in one folder; write the resolved config beside the output."""
     if env.rank == 0:
         if (out / "sft_config.json").exists() and not (config.resume or config.overwrite):
@@ -554,7 +423,7 @@ def _check_output(out: Path, config: SFTConfig, env: _Env) -> None:
         from judge.io import write_json
 
         write_json(out / "sft_config.json", config.to_json())
-    _barrier(env)
+    barrier(env)
 
 
 def _save_final(model: Any, tokenizer: Any, out: Path, config: SFTConfig) -> None:
