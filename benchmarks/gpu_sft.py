@@ -92,7 +92,9 @@ def main() -> None:
     p.add_argument("--gradient-checkpointing", action="store_true")
     p.add_argument("--peak-tflops", type=float, default=0.0)
     p.add_argument("--cpu-smoke", action="store_true", help="Run on CPU (tiny sizes) to check the script itself.")
-    p.add_argument("--out", default=os.environ.get("OUT") or str(ROOT / "runs" / "gpu-sft"))
+    p.add_argument("--out", default=os.environ.get("OUT") or str(ROOT / "runs" / "gpu-sft"),
+                   help="Where result.json and metrics.jsonl go ($OUT on the device machine).")
+    p.add_argument("--work", default="/tmp/gpu-sft", help="Model, data and the fine-tuned model (GBs).")
     args = p.parse_args()
 
     import torch
@@ -101,8 +103,9 @@ def main() -> None:
         raise SystemExit("gpu_sft: needs a CUDA GPU")
     name = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
     peak = (args.peak_tflops or peak_tflops(name)) * 1e12
-    work = Path(args.out)
+    work, out = Path(args.work), Path(args.out)
     work.mkdir(parents=True, exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
     data_rows = rows(args.rows)
     data = work / "accepted.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in data_rows))
@@ -112,7 +115,6 @@ def main() -> None:
 
     from judge.sft import SFTConfig, train
 
-    torch.backends.cuda.matmul.allow_tf32 = True
     config = SFTConfig(model=str(model_dir), data=str(data), output=str(work / "sft"), overwrite=True,
                        max_length=args.max_length, packing=True, micro_batch_size=args.micro_batch,
                        batch_tokens=args.micro_batch * args.max_length, max_steps=args.steps, lr=1e-4,
@@ -149,7 +151,8 @@ def main() -> None:
         "peak_memory_gb": torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else 0.0, "fast_loss": start["fast_loss"],
         "loss_first_last": [steps[0]["loss"], steps[-1]["loss"]],
     }
-    (work / "result.json").write_text(json.dumps(result, indent=1))
+    (out / "result.json").write_text(json.dumps(result, indent=1))
+    (out / "metrics.jsonl").write_text((work / "sft" / "metrics.jsonl").read_text())
     print(f"gpu_sft: {name}, Llama {params / 1e9:.2f}B params ({args.layers} x {args.hidden}), packed {config.micro_batch_size} x "
           f"{args.max_length}, {config.dtype}: {tps:,.0f} tokens/s, MFU {result['mfu']:.1%} "
           f"({result['mfu_without_input_embedding']:.1%} without the input embedding), "
