@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 
 .PHONY: demo test bench lint setup clean
 
-$(BIN)/judge: pyproject.toml
+$(BIN)/judge: pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet "$(TORCH)"
