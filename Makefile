@@ -16,8 +16,12 @@ $(BIN)/judge: pyproject.toml Makefile
 
 setup: $(BIN)/judge
 
+# The main job on the bundled example: score with the verifier and the length baseline,
+# combine (verifier as a gate), keep the best rationale per prompt plus preference pairs.
 demo: setup
 	$(BIN)/judge score examples/math_candidates.jsonl -o runs/demo/scored.jsonl --judge verify:gsm8k --judge length --overwrite
+	$(BIN)/judge rank runs/demo/scored.jsonl -o runs/demo/ranked.jsonl --method zscore --gate verify
+	$(BIN)/judge best-of-n runs/demo/ranked.jsonl -o runs/demo/accepted.jsonl --require verify --pairs runs/demo/pairs.jsonl --rejected runs/demo/rejected.jsonl
 
 test: setup
 	$(BIN)/ruff check judge tests benchmarks
