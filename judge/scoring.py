@@ -10,6 +10,7 @@ from the store, so nothing is scored twice."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -209,8 +210,6 @@ def _prepare_resume(config: ScoreConfig, judges: Sequence[Judge]) -> int:
         return 0
     if not cfg_path.exists():
         raise JudgeError(f"{out} exists but has no {cfg_path.name}; pass --overwrite to replace it")
-    import json
-
     previous = json.loads(cfg_path.read_text(encoding="utf-8")).get("identity")
     if previous != _identity(config, judges):
         raise JudgeError(
@@ -220,9 +219,19 @@ def _prepare_resume(config: ScoreConfig, judges: Sequence[Judge]) -> int:
 
 
 def _last_output_id(path: str) -> str | None:
-    last = None
-    for rec in io.read_jsonl(path):
-        last = rec.get("id")
+    """Id of the last record written; reads only the file's tail, not a million lines."""
+    with open(path, "rb") as fh:
+        end = fh.seek(0, os.SEEK_END)
+        block, tail = 1 << 16, b""
+        while end > 0 and tail.count(b"\n") < 2:
+            start = max(0, end - block)
+            fh.seek(start)
+            tail = fh.read(end - start) + tail
+            end = start
+    lines = [ln for ln in tail.split(b"\n") if ln.strip()]
+    if not lines:
+        return None
+    last = json.loads(lines[-1]).get("id")
     return None if last is None else str(last)
 
 
@@ -326,7 +335,6 @@ def score(
     db = ScoreStore(store) if store is not None else None
     records: list[dict[str, Any]] = []
     try:
-        batch: list[Group] = []
         for chunk in _chunks(_as_groups(data), chunk_items):
             batch = [g for g in chunk if isinstance(g, Group)]
             records.extend(score_groups(batch, built, db))

@@ -158,6 +158,16 @@ def test_resume_refuses_output_of_a_different_run(tmp_path):
     assert run_cli("score", str(inp), "-o", str(out), "--judge", "verify:math", "-q", "--overwrite").returncode == 0
 
 
+def test_resume_refuses_an_input_that_changed_under_the_output(tmp_path):
+    inp = make_input(tmp_path / "c.jsonl", 5)
+    out = tmp_path / "o.jsonl"
+    assert run_cli("score", str(inp), "-o", str(out), "--judge", "verify:gsm8k", "-q").returncode == 0
+    out.write_text("".join(out.read_text().splitlines(keepends=True)[:3]))  # as if killed after 3 records
+    inp.write_text(inp.read_text().replace('"id": "g2"', '"id": "changed"'))
+    r = run_cli("score", str(inp), "-o", str(out), "--judge", "verify:gsm8k", "-q")
+    assert r.returncode == 1 and "last written id 'g2'" in r.stderr and "'changed'" in r.stderr
+
+
 def test_bad_input_stops_with_file_line_field_and_keeps_what_was_written(tmp_path):
     inp = make_input(tmp_path / "c.jsonl", 3)
     with open(inp, "a", encoding="utf-8") as fh:
